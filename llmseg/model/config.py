@@ -40,6 +40,10 @@ class ProposalConfig:
     max_side: int = 1024
     # Mask side used for pooling region features (the release: 256x256, padded square).
     pool_size: int = 256
+    # kind="color" only: a pixel farther than this (Euclidean RGB distance) from every palette
+    # colour is background; regions smaller than min_region_area pixels are dropped.
+    color_tolerance: float = 60.0
+    min_region_area: int = 16
 
 
 @dataclass
@@ -139,6 +143,9 @@ class SelectionConfig:
     top_k: int = 5
     fallback: Literal["empty", "top1", "existence"] = "empty"
     existence_threshold: float = 0.5
+    # Not in the release: when True, an existence probability below existence_threshold gives an
+    # empty mask whatever the rule selected ("no target" decided by the existence head).
+    existence_gate: bool = False
 
 
 @dataclass
@@ -225,5 +232,11 @@ def _validate(config: LLMSegConfig) -> None:
         raise ValueError("region_encoder.out_dim must equal selector.dim (proposal features feed the selector)")
     if config.selection.fallback == "existence" and not config.selector.existence_head:
         raise ValueError('selection.fallback="existence" needs selector.existence_head=True')
+    if config.selection.existence_gate and not config.selector.existence_head:
+        raise ValueError("selection.existence_gate=True needs selector.existence_head=True")
+    if config.proposals.color_tolerance <= 0:
+        raise ValueError("proposals.color_tolerance must be positive")
+    if config.proposals.min_region_area < 1:
+        raise ValueError("proposals.min_region_area must be at least 1")
     if not 0.0 <= config.selection.iop_threshold <= 1.0:
         raise ValueError("selection.iop_threshold must lie in [0, 1]")
