@@ -1,0 +1,307 @@
+"""SQLite storage of submissions, rejected attempts and cached baseline scores, plus the raw files.
+
+One connection per operation (SQLite connections are not shared between threads), WAL mode so
+readers never wait for the writer, and ``BEGIN IMMEDIATE`` around every check-then-write so
+concurrent submitters cannot both pass the rate limit. Raw files are content-addressed
+(``submissions/<sha256>.jsonl`` beside the database) and written before their row commits, so a
+pending row always has its file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .limits import RateLimit, check_duplicate
+from .submission import Submission
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS submissions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user TEXT NOT NULL,
+    model_name TEXT NOT NULL,
+    link TEXT,
+    note TEXT,
+    file_sha256 TEXT NOT NULL,
+    submitted_at REAL NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'scored', 'failed')),
+    error TEXT,
+    scores TEXT,
+    scored_at REAL,
+    references_key TEXT
+);
+CREATE INDEX IF NOT EXISTS submissions_by_user ON submissions (user, submitted_at);
+CREATE INDEX IF NOT EXISTS submissions_by_status ON submissions (status);
+CREATE TABLE IF NOT EXISTS rejections (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user TEXT,
+    model_name TEXT,
+    file_sha256 TEXT,
+    attempted_at REAL NOT NULL,
+    error TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS baselines (
+    name TEXT PRIMARY KEY,
+    file_sha256 TEXT NOT NULL,
+    references_key TEXT NOT NULL,
+    scores TEXT NOT NULL,
+    scored_at REAL NOT NULL
+);
+"""
+
+COUNTED = ("pending", "scored")
+
+
+@dataclass(frozen=True)
+class StoredSubmission:
+    """One row of ``submissions``; ``scores`` is the evaluation summary once scored."""
+
+    id: int
+    user: str
+    model_name: str
+    link: str | None
+    note: str | None
+    file_sha256: str
+    submitted_at: float
+    status: str
+    error: str | None
+    scores: dict[str, Any] | None
+    scored_at: float | None
+    references_key: str | None
+
+
+@dataclass(frozen=True)
+class BaselineScore:
+    """A baseline file's cached scores, valid while its hash and the ground truth are unchanged."""
+
+    name: str
+    file_sha256: str
+    references_key: str
+    scores: dict[str, Any]
+    scored_at: float
+
+
+class Store:
+    """The leaderboard's database and raw-file folder."""
+
+    def __init__(self, db_path: Path, blobs_dir: Path) -> None:
+        self.db_path = Path(db_path)
+        self.blobs_dir = Path(blobs_dir)
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.blobs_dir.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as connection:
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ValueError(
+                    f"{self.db_path} was written by a newer leaderboard (schema {version} > {SCHEMA_VERSION}): "
+                    "update the code or point LLMSEG_LEADERBOARD_DB elsewhere"
+                )
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.executescript(SCHEMA)
+            connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            connection = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+        except sqlite3.OperationalError as error:
+            raise ValueError(f"cannot open the leaderboard database {self.db_path}: {error}") from None
+        connection.row_factory = sqlite3.Row
+        return connection
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the write lock up front, so its reads stay valid."""
+        with closing(self._connect()) as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+
+    def _read(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with closing(self._connect()) as connection:
+            return connection.execute(sql, parameters).fetchall()
+
+    # submissions
+
+    def add_pending(self, submission: Submission, *, now: float, rate_limit: RateLimit) -> int:
+        """Check duplicates and the rate limit, keep the raw file, insert a pending row; return its id."""
+        placeholders = ", ".join("?" for _ in COUNTED)
+        with self._transaction() as connection:
+            duplicate = connection.execute(
+                f"SELECT id, model_name FROM submissions WHERE user = ? AND file_sha256 = ? "
+                f"AND status IN ({placeholders}) ORDER BY id LIMIT 1",
+                (submission.user, submission.sha256, *COUNTED),
+            ).fetchone()
+            check_duplicate(duplicate["id"] if duplicate else None, duplicate["model_name"] if duplicate else None)
+            recent, oldest = connection.execute(
+                f"SELECT COUNT(*), MIN(submitted_at) FROM submissions WHERE user = ? AND submitted_at > ? "
+                f"AND status IN ({placeholders})",
+                (submission.user, now - rate_limit.window_s, *COUNTED),
+            ).fetchone()
+            rate_limit.check(recent=recent, oldest_recent=oldest)
+            self._write_blob(submission.sha256, submission.content)
+            inserted = connection.execute(
+                "INSERT INTO submissions (user, model_name, link, note, file_sha256, submitted_at, status) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'pending') RETURNING id",
+                (
+                    submission.user,
+                    submission.model_name,
+                    submission.link,
+                    submission.note,
+                    submission.sha256,
+                    now,
+                ),
+            ).fetchall()  # fetch everything so the statement finishes before COMMIT
+        return int(inserted[0]["id"])
+
+    def mark_scored(self, submission_id: int, scores: dict[str, Any], *, references_key: str, now: float) -> None:
+        """Store the scores of a pending (or re-scored) row."""
+        with self._transaction() as connection:
+            connection.execute(
+                "UPDATE submissions SET status = 'scored', error = NULL, scores = ?, scored_at = ?, "
+                "references_key = ? WHERE id = ?",
+                (json.dumps(scores, sort_keys=True), now, references_key, submission_id),
+            )
+
+    def mark_failed(self, submission_id: int, error: str, *, now: float) -> None:
+        """Record that scoring crashed on a bug, not on the file; the row stops counting for the user."""
+        with self._transaction() as connection:
+            connection.execute(
+                "UPDATE submissions SET status = 'failed', error = ?, scored_at = ? WHERE id = ?",
+                (error, now, submission_id),
+            )
+
+    def discard(self, submission_id: int, error: str, *, now: float) -> None:
+        """Turn a stored row whose file proved invalid into a logged rejection: nothing partial stays."""
+        with self._transaction() as connection:
+            row = connection.execute("SELECT * FROM submissions WHERE id = ?", (submission_id,)).fetchone()
+            if row is None:
+                return
+            connection.execute("DELETE FROM submissions WHERE id = ?", (submission_id,))
+            self._log_rejection(connection, row["user"], row["model_name"], row["file_sha256"], error, now)
+            still_used = connection.execute(
+                "SELECT 1 FROM submissions WHERE file_sha256 = ? LIMIT 1", (row["file_sha256"],)
+            ).fetchone()
+            if still_used is None:
+                self.blob_path(row["file_sha256"]).unlink(missing_ok=True)
+
+    def log_rejection(
+        self, user: str | None, model_name: str | None, sha256: str | None, error: str, now: float
+    ) -> None:
+        """Record a refused attempt (for the maintainer); it never counts against the user."""
+        with self._transaction() as connection:
+            self._log_rejection(connection, user, model_name, sha256, error, now)
+
+    @staticmethod
+    def _log_rejection(
+        connection: sqlite3.Connection,
+        user: str | None,
+        model_name: str | None,
+        sha256: str | None,
+        error: str,
+        now: float,
+    ) -> None:
+        connection.execute(
+            "INSERT INTO rejections (user, model_name, file_sha256, attempted_at, error) VALUES (?, ?, ?, ?, ?)",
+            (user, model_name, sha256, now, error),
+        )
+
+    def get(self, submission_id: int) -> StoredSubmission | None:
+        rows = self._read("SELECT * FROM submissions WHERE id = ?", (submission_id,))
+        return _submission(rows[0]) if rows else None
+
+    def submissions(self, status: str | None = None) -> list[StoredSubmission]:
+        """All rows (or those with ``status``), oldest first."""
+        if status is None:
+            rows = self._read("SELECT * FROM submissions ORDER BY id")
+        else:
+            rows = self._read("SELECT * FROM submissions WHERE status = ? ORDER BY id", (status,))
+        return [_submission(row) for row in rows]
+
+    def rejections(self) -> list[dict[str, Any]]:
+        return [dict(row) for row in self._read("SELECT * FROM rejections ORDER BY id")]
+
+    # raw files
+
+    def blob_path(self, sha256: str) -> Path:
+        return self.blobs_dir / f"{sha256}.jsonl"
+
+    def read_blob(self, sha256: str) -> bytes:
+        return self.blob_path(sha256).read_bytes()
+
+    def _write_blob(self, sha256: str, content: bytes) -> None:
+        """Write atomically (temp file + rename) so a crash never leaves a half file under its hash."""
+        path = self.blob_path(sha256)
+        if path.exists():
+            return
+        descriptor, temporary = tempfile.mkstemp(dir=self.blobs_dir, prefix=".incoming-")
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    # baselines
+
+    def baseline(self, name: str) -> BaselineScore | None:
+        rows = self._read("SELECT * FROM baselines WHERE name = ?", (name,))
+        return _baseline(rows[0]) if rows else None
+
+    def baselines(self) -> list[BaselineScore]:
+        return [_baseline(row) for row in self._read("SELECT * FROM baselines ORDER BY name")]
+
+    def save_baseline(self, score: BaselineScore) -> None:
+        with self._transaction() as connection:
+            connection.execute(
+                "INSERT OR REPLACE INTO baselines (name, file_sha256, references_key, scores, scored_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    score.name,
+                    score.file_sha256,
+                    score.references_key,
+                    json.dumps(score.scores, sort_keys=True),
+                    score.scored_at,
+                ),
+            )
+
+    def keep_baselines(self, names: set[str]) -> None:
+        """Drop cached baselines whose file is gone."""
+        with self._transaction() as connection:
+            for row in connection.execute("SELECT name FROM baselines").fetchall():
+                if row["name"] not in names:
+                    connection.execute("DELETE FROM baselines WHERE name = ?", (row["name"],))
+
+    # backup
+
+    def snapshot(self, path: Path) -> None:
+        """Copy a consistent image of the database (WAL included) to ``path``, for backups."""
+        with closing(self._connect()) as source, closing(sqlite3.connect(path)) as target:
+            source.backup(target)
+
+
+def _submission(row: sqlite3.Row) -> StoredSubmission:
+    values = dict(row)
+    values["scores"] = json.loads(values["scores"]) if values["scores"] else None
+    return StoredSubmission(**values)
+
+
+def _baseline(row: sqlite3.Row) -> BaselineScore:
+    values = dict(row)
+    values["scores"] = json.loads(values["scores"])
+    return BaselineScore(**values)
