@@ -134,7 +134,7 @@ def test_metadata_is_cleaned(board, truth):
 
 @pytest.fixture(scope="module")
 def property_board(tmp_path_factory) -> Leaderboard:
-    folder = write_split(tmp_path_factory.mktemp("property-split"), make_masks())
+    folder = write_split(tmp_path_factory.mktemp("property"), make_masks())
     db = tmp_path_factory.mktemp("property-db") / "lb.sqlite"
     return Leaderboard(LeaderboardSettings.from_env({}, db_path=db, data=str(folder), rate_limit_per_day=10**9))
 

@@ -6,6 +6,7 @@ Imported by the other ``test_leaderboard_*`` modules; it holds no tests itself.
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,13 @@ def make_masks(n: int = N_SAMPLES, *, seed: int = 0) -> dict[str, np.ndarray]:
     return masks
 
 
-def write_split(folder: Path, masks: dict[str, np.ndarray]) -> Path:
-    """Write ``masks`` as a test split with ground truth; sample 0 has an ignore region."""
+def write_split(parent: Path, masks: dict[str, np.ndarray]) -> Path:
+    """Write ``masks`` as a test split with ground truth into a new folder under ``parent``.
+
+    Sample 0 has an ignore region. The folder's name is unique because ``datasets`` caches a
+    local folder by its name (not its path or content), so two same-named splits would collide.
+    """
+    folder = parent / f"split-{uuid.uuid4().hex[:12]}"
     samples = []
     for i, (sample_id, mask) in enumerate(masks.items()):
         ignore = None
