@@ -77,6 +77,8 @@ def load_split(
             raise ValueError(f"{data} has no split {split!r}: {error}") from None
         raise
     except FileNotFoundError:
-        raise ValueError(f"no dataset at {data!r}: give a folder with parquet shards and a README, or a Hub dataset id") from None
+        raise ValueError(
+            f"no dataset at {data!r}: give a folder with parquet shards and a README, or a Hub dataset id"
+        ) from None
     check_columns(dataset, require_ground_truth=require_ground_truth)
     return dataset

@@ -2,10 +2,16 @@
 
 Masks in memory are HxW bool NumPy arrays; on disk and over the wire they are COCO compressed
 RLE dicts ``{"size": [h, w], "counts": str}`` (column-major runs, as pycocotools defines them).
+
+pycocotools' C code trusts its input: a counts string whose runs do not add up to h*w, or that
+has a zero-length run after the first, makes ``decode`` and ``merge`` read or write past their
+buffers (a crash, or worse, on a server scoring uploaded files). ``validate``/``validate_many``
+check exactly what that C code will see, so everything they accept is safe to hand to it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -13,91 +19,204 @@ from pycocotools import mask as mask_utils
 
 RLE = dict[str, Any]
 
+# pycocotools keeps sizes and runs in 32-bit unsigned ints; stay well inside that.
+_MAX_PIXELS = 2**31 - 1
+# pycocotools decodes at most 6 characters per run correctly (its shifts are 32-bit `int`s);
+# valid encodings of images under 2**29 pixels never need more.
+_MAX_CHARS_PER_RUN = 6
+# pycocotools' ``area`` builds a uint8 placeholder of the list length, which NumPy 2 rejects past 255.
+_AREA_BATCH = 255
+
+
+class InvalidRLE(ValueError):
+    """Some RLEs of a batch are invalid: ``positions`` lists them; the message explains the first."""
+
+    def __init__(self, positions: list[int], reason: str) -> None:
+        super().__init__(reason)
+        self.positions = positions
+
 
 def encode(mask: np.ndarray) -> RLE:
-    """Encode an HxW bool (or 0/1) mask as compressed RLE with a ``str`` counts field."""
+    """Encode an HxW mask (nonzero = foreground) as compressed RLE with a ``str`` counts field.
+
+    pycocotools needs exactly 0/1 bytes (a 255 breaks its run counting), hence the ``!= 0``.
+    """
+    mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"expected an HxW mask, got an array of shape {mask.shape}")
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8, copy=False)))
+    rle = mask_utils.encode(np.asfortranarray(mask != 0, dtype=np.uint8))
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
 def to_pycoco(rle: RLE) -> dict[str, Any]:
     """Return the form pycocotools' C functions take: compressed counts as bytes.
 
-    Uncompressed RLE (``counts`` a list of ints) is compressed first. Raises ``ValueError`` on a
-    malformed dict; the caller names the sample.
+    Checks the structure only (``validate`` checks the runs). Uncompressed RLE (``counts`` a list
+    of ints) is compressed first, zero-length runs after the first merged away. Raises
+    ``ValueError`` on a malformed dict; the caller names the sample.
     """
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
         raise ValueError('a mask must be an object with "size" and "counts"')
     size = rle["size"]
-    if (
-        not isinstance(size, (list, tuple))
-        or len(size) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in size)
-    ):
-        raise ValueError('"size" must be [height, width] with two non-negative integers')
+    if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(_is_int(v) and v > 0 for v in size):
+        raise ValueError('"size" must be [height, width] with two positive integers')
     height, width = int(size[0]), int(size[1])
+    if height * width > _MAX_PIXELS:
+        raise ValueError(f'"size" {height}x{width} is too large (at most {_MAX_PIXELS} pixels)')
     counts = rle["counts"]
     if isinstance(counts, list):
-        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+        if not all(_is_int(c) and c >= 0 for c in counts):
             raise ValueError('uncompressed "counts" must be a list of non-negative integers')
         if sum(counts) != height * width:
             raise ValueError(f"run lengths sum to {sum(counts)}, expected height*width = {height * width}")
-        return mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+        runs = _without_empty_runs([int(c) for c in counts])
+        return mask_utils.frPyObjects({"size": [height, width], "counts": runs}, height, width)
     if isinstance(counts, str):
-        counts = counts.encode("ascii", errors="strict") if counts.isascii() else None
+        counts = counts.encode("ascii") if counts.isascii() else None
     if not isinstance(counts, bytes):
         raise ValueError('"counts" must be an ASCII string (compressed RLE) or a list of ints')
     return {"size": [height, width], "counts": counts}
 
 
 def validate(rle: RLE) -> dict[str, Any]:
-    """Check that an RLE decodes to exactly h*w pixels; return its pycocotools form.
+    """Check that an RLE is safe for pycocotools and covers exactly h*w pixels; return its pycocotools form."""
+    return validate_many([rle])[0]
 
-    pycocotools' decoder does not check run-length sums, so this decodes the run lengths of the
-    compressed string itself and compares their sum with h*w.
+
+def validate_many(rles: Sequence[RLE]) -> list[dict[str, Any]]:
+    """``validate`` for many RLEs at once (vectorised); raises ``InvalidRLE`` naming every bad position."""
+    cocos: list[dict[str, Any]] = []
+    bad: dict[int, str] = {}
+    for position, rle in enumerate(rles):
+        try:
+            cocos.append(to_pycoco(rle))
+        except ValueError as error:
+            bad[position] = str(error)
+            cocos.append({"size": [1, 1], "counts": b""})  # placeholder, reported below
+    pixels = np.array([c["size"][0] * c["size"][1] for c in cocos], dtype=np.int64)
+    problems, totals = _check_counts([c["counts"] for c in cocos], pixels)
+    for position in np.flatnonzero(problems).tolist():
+        if position not in bad:
+            bad[position] = _PROBLEMS[problems[position]].format(total=totals[position], pixels=pixels[position])
+    if bad:
+        positions = sorted(bad)
+        raise InvalidRLE(positions, bad[positions[0]])
+    return cocos
+
+
+_PROBLEMS = {
+    1: "compressed RLE string has a character outside the RLE alphabet",
+    2: "compressed RLE string ends in the middle of a run length",
+    3: "compressed RLE string has a run length too long to be valid",
+    4: "compressed RLE string has a zero-length run after the first",
+    5: "run lengths sum to {total}, expected height*width = {pixels}",
+}
+
+
+def _check_counts(counts: Sequence[bytes], pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per compressed string: a problem code (0 = fine, else a key of ``_PROBLEMS``) and the run sum.
+
+    Decodes all strings in one pass over their concatenation, the way pycocotools' ``rleFrString``
+    does: each run is a little-endian group of 5-bit digits, one character each (``chr(48 + d)``;
+    bit 0x20 = "more characters follow", bit 0x10 of the last = sign); from the fourth run on, a
+    value is a delta to the run two places back; runs are kept modulo 2**32 (C ``unsigned int``).
     """
-    coco = to_pycoco(rle)
-    height, width = coco["size"]
-    total = _compressed_run_sum(coco["counts"])
-    if total != height * width:
-        raise ValueError(f"run lengths sum to {total}, expected height*width = {height * width}")
-    return coco
-
-
-def _compressed_run_sum(counts: bytes) -> int:
-    """Sum the run lengths of a COCO compressed-RLE string (LEB128-like, 5 bits a char, delta-coded)."""
-    runs: list[int] = []
-    pos = 0
     n = len(counts)
-    while pos < n:
-        value, shift, more = 0, 0, True
-        while more:
-            if pos >= n:
-                raise ValueError("compressed RLE string ends in the middle of a run length")
-            c = counts[pos] - 48
-            if c < 0 or c > 63:
-                raise ValueError("compressed RLE string has a character outside the RLE alphabet")
-            value |= (c & 0x1F) << (5 * shift)
-            more = bool(c & 0x20)
-            pos += 1
-            shift += 1
-            if not more and (c & 0x10):
-                value |= -1 << (5 * shift)
-        if len(runs) > 2:
-            value += runs[-2]
-        if value < 0:
-            raise ValueError("compressed RLE string decodes to a negative run length")
-        runs.append(value)
-    return sum(runs)
+    problems = np.zeros(n, dtype=np.int8)
+
+    def flag(strings: np.ndarray, code: int) -> None:
+        strings = strings[problems[strings] == 0]  # the first problem found is the one reported
+        problems[strings] = code
+
+    lengths = np.fromiter(map(len, counts), dtype=np.int64, count=n)
+    bounds = np.cumsum(lengths)  # where each string ends in the concatenation
+
+    def strings_of(char_positions: np.ndarray) -> np.ndarray:
+        return np.searchsorted(bounds, char_positions, side="right")
+
+    chars = np.frombuffer(b"".join(counts), dtype=np.uint8) - np.uint8(48)  # bytes below "0" wrap above 63
+    flag(strings_of(np.flatnonzero(chars > 63)), 1)
+    more = chars >= 32
+    nonempty = np.flatnonzero(lengths)
+    last = bounds[nonempty] - 1
+    flag(nonempty[more[last]], 2)
+    more[last] = False  # a group never spans two strings
+    ends = np.flatnonzero(~more)
+    starts = np.zeros_like(ends)
+    starts[1:] = ends[:-1] + 1
+    group_sizes = ends - starts + 1
+    flag(strings_of(ends[group_sizes > _MAX_CHARS_PER_RUN]), 3)
+
+    values = (chars[starts] & 0x1F).astype(np.int64)
+    for j in range(1, min(int(group_sizes.max(initial=0)), _MAX_CHARS_PER_RUN)):
+        longer = np.flatnonzero(group_sizes > j)
+        values[longer] += (chars[starts[longer] + j] & 0x1F).astype(np.int64) << (5 * j)
+    sign = ((chars[ends] >> 4) & 1).astype(np.int64)  # bit 0x10 of a group's last character
+    values -= sign << (5 * np.minimum(group_sizes, _MAX_CHARS_PER_RUN))
+
+    groups = np.diff(np.searchsorted(ends, bounds), prepend=0)  # runs per string
+    first = np.cumsum(groups) - groups
+    runs = _undo_deltas(values, first, groups) & 0xFFFFFFFF
+    heads = first[nonempty]
+    zero = runs == 0
+    zero[heads] = False
+    flag(strings_of(ends[zero]), 4)
+    totals = np.zeros(n, dtype=np.int64)
+    if heads.size:
+        totals[nonempty] = np.add.reduceat(runs, heads)
+    flag(np.flatnonzero(totals != pixels), 5)
+    return problems, totals
+
+
+def _undo_deltas(values: np.ndarray, first: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Run k of a string = value k + run k-2 for k >= 3: a cumulative sum over every other run,
+    restarted at each string, the head (k = 0) standing alone. Integer overflow wraps, which is
+    harmless: the caller keeps the runs modulo 2**32."""
+    heads = first[groups > 0]
+    restarted = values.copy()
+    restarted[heads] = 0
+    runs = np.empty_like(values)
+    for parity in (0, 1):
+        every_other = np.cumsum(restarted[parity::2])
+        # Each string's runs of this parity form one block of the strided view; subtract the sum before it.
+        block_start = (first + 1 - parity) // 2
+        block_end = (first + groups + 1 - parity) // 2
+        before = np.concatenate(([0], every_other))[block_start]
+        runs[parity::2] = every_other - np.repeat(before, block_end - block_start)
+    runs[heads] = values[heads]
+    return runs
+
+
+def _without_empty_runs(counts: list[int]) -> list[int]:
+    """Merge zero-length runs after the first into their neighbours (the same mask, safe for pycocotools)."""
+    runs: list[int] = []
+    merge_next = False
+    for index, count in enumerate(counts):
+        if merge_next:
+            runs[-1] += count
+            merge_next = False
+        elif count == 0 and index > 0:
+            merge_next = True
+        else:
+            runs.append(count)
+    return runs
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def decode(rle: RLE) -> np.ndarray:
-    """Decode an RLE dict (compressed or not) to an HxW bool array."""
-    return mask_utils.decode(to_pycoco(rle)).astype(bool)
+    """Decode an RLE dict (compressed or not) to an HxW bool array, after ``validate``."""
+    return mask_utils.decode(validate(rle)).astype(bool)
 
 
 def area(rle: RLE) -> int:
-    """Number of foreground pixels, computed in the RLE domain."""
-    return int(mask_utils.area(to_pycoco(rle)))
+    """Number of foreground pixels, computed in the RLE domain, after ``validate``."""
+    return int(mask_utils.area(validate(rle)))
+
+
+def areas(cocos: list[dict[str, Any]]) -> np.ndarray:
+    """Foreground pixel counts (int64) of many validated masks in pycocotools form, in batches."""
+    counts = [mask_utils.area(cocos[i : i + _AREA_BATCH]) for i in range(0, len(cocos), _AREA_BATCH)]
+    return np.concatenate(counts).astype(np.int64) if counts else np.zeros(0, dtype=np.int64)

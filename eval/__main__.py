@@ -1,0 +1,51 @@
+"""``python -m eval PREDICTIONS --data DIR_OR_HUB_ID --split NAME``: score a predictions file.
+
+Prints a table (or, with ``--json``, exactly one JSON object) on stdout. An invalid file or split
+exits with status 2 and one line ``error: <reason>`` on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import datasets
+
+from eval.evaluate import References, evaluate
+from eval.predictions import read_predictions
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__.splitlines()[0])
+    parser.add_argument("predictions", help='JSON Lines file, one {"id": ..., "mask": RLE} object per sample')
+    parser.add_argument("--data", required=True, help="dataset folder or Hub dataset id (HF_TOKEN for a private one)")
+    parser.add_argument("--split", required=True, help="split to score against, e.g. validation")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--per-sample-csv", metavar="FILE", help="also write one row per sample to FILE")
+    parser.add_argument("--nciou", action="store_true", help="also compute ncIoU (masks resized to 1024x1024)")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="resamples for the 95%% intervals")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Progress bars and warnings would break the promise of one error line on stderr.
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    try:
+        predictions = read_predictions(args.predictions)  # a bad file fails before the data loads
+        references = References.from_data(args.data, args.split)
+        report = evaluate(predictions, references, nciou=args.nciou, n_bootstrap=args.bootstrap, seed=args.seed)
+        if args.per_sample_csv:
+            report.write_per_sample_csv(args.per_sample_csv)
+    except (ValueError, OSError) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict()) if args.json else report.to_table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

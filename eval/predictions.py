@@ -1,0 +1,125 @@
+"""The predictions file: JSON Lines, one ``{"id": str, "mask": RLE}`` object per sample.
+
+``mask`` is COCO RLE at the image's original size, compressed (``counts`` a string) or not
+(``counts`` a list of ints); other keys in an object are ignored. Every problem is reported as a
+``PredictionsError`` whose message is one sentence naming the first offending lines or ids, since
+it is shown as is to whoever submitted the file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eval import rle
+from eval.rle import RLE
+
+# How many offending ids a message names before it says "and N more".
+_NAMED = 3
+
+
+class PredictionsError(ValueError):
+    """A predictions file or mapping is invalid; the message names the first offending ids."""
+
+
+def name_ids(ids: list[str]) -> str:
+    """``'a', 'b', 'c' and 4 more``: enough ids to find the problem, short enough for one line."""
+    named = ", ".join(repr(i) for i in ids[:_NAMED])
+    return named if len(ids) <= _NAMED else f"{named} and {len(ids) - _NAMED} more"
+
+
+def read_predictions(source: str | Path | bytes) -> dict[str, RLE]:
+    """Parse and check a predictions file (a path, or its content as bytes).
+
+    Returns ``{id: RLE}`` with every mask as compressed RLE (``counts`` a string), checked to
+    decode to exactly height*width pixels. Sizes are checked against a split by ``evaluate``.
+    """
+    text = _text(source)
+    entries: dict[str, Any] = {}
+    lines_of: dict[str, list[int]] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise PredictionsError(_not_json_message(text, number, error)) from None
+        if not isinstance(entry, dict):
+            raise PredictionsError(f'line {number} is not a JSON object: expected {{"id": ..., "mask": ...}}')
+        sample_id = entry.get("id")
+        if not isinstance(sample_id, str) or not sample_id:
+            raise PredictionsError(f'line {number} has no "id" string')
+        if "mask" not in entry:
+            raise PredictionsError(f'line {number} (id {sample_id!r}) has no "mask"')
+        entries.setdefault(sample_id, entry["mask"])
+        lines_of.setdefault(sample_id, []).append(number)
+    if not entries:
+        raise PredictionsError("the predictions file holds no predictions")
+    duplicates = [i for i, numbers in lines_of.items() if len(numbers) > 1]
+    if duplicates:
+        first = duplicates[0]
+        raise PredictionsError(
+            f"duplicate id(s) {name_ids(duplicates)}: {first!r} is on lines "
+            f"{', '.join(map(str, lines_of[first]))}; give each sample one line"
+        )
+    return {i: _canonical(coco) for i, coco in validate_masks(entries).items()}
+
+
+def validate_masks(predictions: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Check every mask is RLE that decodes to exactly height*width pixels; return them in pycocotools form."""
+    ids = list(predictions)
+    for sample_id in ids:
+        if not isinstance(sample_id, str):
+            raise PredictionsError(f"prediction ids must be strings, got {sample_id!r}")
+    try:
+        cocos = rle.validate_many([predictions[i] for i in ids])
+    except rle.InvalidRLE as error:
+        bad = [ids[p] for p in error.positions]
+        raise PredictionsError(f"the mask of id(s) {name_ids(bad)} is not valid RLE: {error}") from None
+    return dict(zip(ids, cocos, strict=True))
+
+
+def write_predictions(path: str | Path, items: Iterable[tuple[str, np.ndarray | RLE]]) -> None:
+    """Write ``(id, mask)`` pairs as a predictions file; HxW arrays (nonzero = target) are RLE-encoded."""
+    lines, seen = [], set()
+    for sample_id, mask in items:
+        if sample_id in seen:
+            raise PredictionsError(f"duplicate id {sample_id!r}: give each sample one prediction")
+        seen.add(sample_id)
+        encoded = rle.encode(mask) if isinstance(mask, np.ndarray) else _canonical(rle.validate(mask))
+        lines.append(json.dumps({"id": sample_id, "mask": encoded}) + "\n")
+    Path(path).write_text("".join(lines), encoding="utf-8")
+
+
+def _text(source: str | Path | bytes) -> str:
+    if isinstance(source, (bytes, bytearray)):
+        content = bytes(source)
+    else:
+        try:
+            content = Path(source).read_bytes()
+        except FileNotFoundError:
+            raise PredictionsError(f"no predictions file at {str(source)!r}") from None
+        except IsADirectoryError:
+            raise PredictionsError(f"{str(source)!r} is a folder, not a predictions file") from None
+    try:
+        return content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise PredictionsError("the predictions file is not UTF-8 text (expected JSON Lines)") from None
+
+
+def _not_json_message(text: str, number: int, error: json.JSONDecodeError) -> str:
+    """Point a file that is one JSON document (not one object per line) at the right format."""
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return f"line {number} is not valid JSON ({error.msg}): expected one JSON object per line"
+    return 'the file is a single JSON document, not JSON Lines: write one {"id": ..., "mask": ...} object per line'
+
+
+def _canonical(coco: dict[str, Any]) -> RLE:
+    """The on-disk form of a validated mask: compressed counts as ``str``."""
+    return {"size": [int(v) for v in coco["size"]], "counts": coco["counts"].decode("ascii")}
