@@ -13,7 +13,7 @@ from typing import Any
 
 from llmseg.datagen import ask, describe, select, write
 from llmseg.datagen.backends import Backend, TransformersBackend, add_api_arguments, api_backend
-from llmseg.datagen.records import SUMMARY_FILE, update_summary
+from llmseg.datagen.records import REJECTED_FILE, SUMMARY_FILE, update_summary
 from llmseg.datagen.runner import RequestBudget
 
 
@@ -38,7 +38,7 @@ def _describe_backend(args: argparse.Namespace) -> Backend:
     if args.describe_backend == "vlm":
         if not args.vlm:
             raise ValueError("the vlm describe backend needs --vlm (a LLaVA checkpoint folder or Hub id)")
-        return describe.VLMBackend(args.vlm)
+        return describe.VLMBackend(args.vlm, device=args.device)
     return api_backend(args, model=args.describe_model)
 
 
@@ -57,6 +57,8 @@ def format_summary(stage: str, summary: dict[str, Any]) -> str:
 def _report(work: Path, stage: str, summary: dict[str, Any]) -> dict[str, Any]:
     update_summary(work, stage, summary)
     print(format_summary(stage, summary))
+    if stage == "write" and summary["out"] is None:
+        print(f"nothing written: no question passed the checks (see {work / REJECTED_FILE})")
     if summary.get("stopped") == "spend-cap":
         print(
             f"{stage} stopped at the spend cap: {summary['not_sent']} request(s) not sent; "

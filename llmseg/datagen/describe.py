@@ -42,11 +42,11 @@ class VLMBackend:
 
     max_concurrency = 1
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, device: str = "cpu") -> None:
         from llmseg.model.config import VLMConfig
         from llmseg.model.vlm import VLM
 
-        self.vlm = VLM.from_config(VLMConfig(llava=path))
+        self.vlm = VLM.from_config(VLMConfig(llava=path), device=device)
         self.identity = f"vlm:{Path(path).resolve() if Path(path).exists() else path}"
 
     def complete(self, messages: list[dict[str, Any]], settings: GenerationSettings) -> Completion:

@@ -109,11 +109,12 @@ def run_write(work: Path, out: Path, config: WriteConfig = WriteConfig()) -> dic
         f"({kept_total} questions kept; models: {', '.join(sorted(models)) or 'none'}; "
         f"prompts: {', '.join(sorted(prompts)) or 'none'}). The target mask is the union of the named objects' masks."
     )
-    counts = write_dataset(
-        out, {name: _samples(plan) for name, plan in plans.items()}, title=config.title, description=description
-    )
+    # datasets cannot read a zero-row shard, so empty splits are left out (and said so)
+    filled = {name: _samples(plan) for name, plan in plans.items() if plan}
+    counts = write_dataset(out, filled, title=config.title, description=description) if filled else {}
     return {
-        "out": str(out),
+        "out": str(out) if filled else None,
+        "empty_splits": [name for name, plan in plans.items() if not plan],
         "images": len(records),
         "unanswered_images": unanswered,
         "kept": kept_total,
