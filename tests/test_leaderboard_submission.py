@@ -42,25 +42,25 @@ def test_valid_submission_is_scored_as_the_evaluation_core_scores_it(board, trut
 
 
 def _invalid_files(truth: dict[str, np.ndarray]) -> dict[str, tuple[bytes, str]]:
-    """(file content, a word the rejection must contain) per kind of invalid file."""
+    """(file content, what the rejection must name: the offending id where there is one) per kind of invalid file."""
     valid = _valid_entries(truth)
     bad_counts = dict(valid[1], mask={"size": valid[1]["mask"]["size"], "counts": [3, 4]})
     wrong_size = dict(valid[2], mask=encode(np.zeros((5, 5), dtype=bool)))
     return {
         "empty": (b"", "no predictions"),
         "not utf-8": (b"\xff\xfe\x00garbage", "UTF-8"),
-        "not json": (b"this is not json\n", "not valid JSON"),
+        "not json": (b"this is not json\n", "JSON"),
         "one json document": (json.dumps(valid, indent=2).encode(), "JSON Lines"),
-        "not an object": (b"[1, 2]\n", "not a JSON object"),
+        "not an object": (b"[1, 2]\n", "JSON object"),
         "no id": (_lines([{"mask": valid[0]["mask"]}]), '"id"'),
         "no mask": (_lines([{"id": "q000"}]), '"mask"'),
-        "duplicate id": (_lines(valid + [valid[0]]), "duplicate"),
-        "bad rle": (_lines([bad_counts if e["id"] == bad_counts["id"] else e for e in valid]), "does not decode"),
-        "deep nesting": (b"[" * 100_000, "nests"),
-        "huge run lengths": (_lines([{"id": "q000", "mask": {"size": [2**40, 1], "counts": [2**40]}}]), "too large"),
-        "unknown id": (_lines(valid + [{"id": "other", "mask": valid[0]["mask"]}]), "not in the split"),
-        "missing id": (_lines(valid[:-1]), "no prediction"),
-        "wrong size": (_lines([wrong_size if e["id"] == wrong_size["id"] else e for e in valid]), "size"),
+        "duplicate id": (_lines(valid + [valid[0]]), "duplicate.*'q000'"),
+        "bad rle": (_lines([bad_counts if e["id"] == bad_counts["id"] else e for e in valid]), "'q001'"),
+        "deep nesting": (b"[" * 100_000, "nest"),
+        "huge run lengths": (_lines([{"id": "q000", "mask": {"size": [2**40, 1], "counts": [2**40]}}]), "q000|large"),
+        "unknown id": (_lines(valid + [{"id": "other", "mask": valid[0]["mask"]}]), "'other'"),
+        "missing id": (_lines(valid[:-1]), "'q007'"),
+        "wrong size": (_lines([wrong_size if e["id"] == wrong_size["id"] else e for e in valid]), "'q002'.*size"),
     }
 
 
