@@ -77,13 +77,10 @@ def parse_predictions(content: bytes) -> dict[str, RLE]:
         return read_predictions(content)
     except PredictionsError as error:
         raise SubmissionRejected(str(error)) from None
-    # Two failures the format checks let through, from the libraries underneath:
-    except RecursionError:  # the json module on deeply nested arrays or objects
+    except RecursionError:  # raised by the json module on deeply nested arrays or objects
         raise SubmissionRejected(
             'the file nests JSON too deeply: write one flat {"id", "mask"} object per line'
         ) from None
-    except OverflowError:  # pycocotools on run lengths beyond 32 bits
-        raise SubmissionRejected("a mask has run lengths too large for its size: check the RLE counts") from None
 
 
 def required_text(value: str | None, *, what: str, limit: int) -> str:
