@@ -67,19 +67,31 @@ def draw_grid(rows: Sequence[dict[str, Any]], columns: int = 4) -> Image.Image:
     return grid
 
 
+def pick_rows(split: Sequence[dict[str, Any]] | Any, count: int) -> list[dict[str, Any]]:
+    """Up to ``count`` rows: the first row of each tag not yet shown, then the next rows in order,
+    so a small grid shows every kind of question."""
+    tags = split["tags"]
+    chosen: list[int] = []
+    for tag in dict.fromkeys(tag for row_tags in tags for tag in row_tags):
+        if len(chosen) < count and not any(tag in tags[i] for i in chosen):
+            chosen.append(next(i for i, row_tags in enumerate(tags) if tag in row_tags))
+    chosen += [i for i in range(len(tags)) if i not in chosen][: count - len(chosen)]
+    return [split[i] for i in sorted(chosen)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llmseg.data.shapes.preview", description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="dataset folder or Hub id")
     parser.add_argument("--split", default="validation")
     parser.add_argument("--out", required=True, type=Path, help="PNG file to write")
-    parser.add_argument("--count", type=int, default=16, help="samples to draw (the split's first ones)")
+    parser.add_argument("--count", type=int, default=16, help="samples to draw: one per tag first, then in order")
     parser.add_argument("--columns", type=int, default=4)
     args = parser.parse_args(argv)
     try:
         if args.count < 1 or args.columns < 1:
             raise ValueError("--count and --columns must be at least 1")
         split = load_split(args.data, args.split, require_ground_truth=False)
-        rows = [split[i] for i in range(min(args.count, len(split)))]
+        rows = pick_rows(split, args.count)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         draw_grid(rows, args.columns).save(args.out)
     except ValueError as error:

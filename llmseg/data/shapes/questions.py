@@ -178,7 +178,7 @@ def _draw_attribute(facts: SceneFacts, rng: np.random.Generator, size: AnswerSiz
         colours = sorted({o.colour for o in facts.objects}) if rng.random() < 0.8 else list(PALETTE)
         kinds = sorted({o.kind for o in facts.objects}) if rng.random() < 0.8 else list(SHAPE_KINDS)
         return Select(Filter(colour=str(_pick(rng, colours)), kind=str(_pick(rng, kinds))))
-    obj: ObjectFacts = _pick(rng, facts.objects)
+    obj = _pick(rng, facts.objects)
     return Select(_pick(rng, _filters_for(obj, rng)[:3]))
 
 
@@ -221,7 +221,7 @@ def _draw_relation(facts: SceneFacts, rng: np.random.Generator, size: AnswerSize
 
 
 def _draw_comparative(facts: SceneFacts, rng: np.random.Generator, size: AnswerSize) -> Query | None:
-    obj: ObjectFacts = _pick(rng, facts.objects)
+    obj = _pick(rng, facts.objects)
     described: Filter = _pick(rng, _filters_for(obj, rng)[1:])
     if size == "one" and rng.random() < 0.7:
         measure = str(_pick(rng, ["area", "area", "corners", "x", "y"]))
@@ -237,19 +237,20 @@ def _draw_comparative(facts: SceneFacts, rng: np.random.Generator, size: AnswerS
 def _draw_unique(facts: SceneFacts, rng: np.random.Generator, size: AnswerSize) -> Query | None:
     if size == "none":
         return None
-    obj: ObjectFacts = _pick(rng, facts.objects)
+    obj = _pick(rng, facts.objects)
     if size == "one" and rng.random() < 0.45:
         options = [Filter(colour=obj.colour, head=_head(rng)), Filter(kind=obj.kind)]
         return Only(_pick(rng, options))
-    attribute = "colour" if rng.random() < 0.5 else "shape"
-    scope = Filter(kind=obj.kind) if attribute == "colour" else Filter(colour=obj.colour, head=_head(rng))
+    attribute: Literal["colour", "shape"] = "colour" if rng.random() < 0.5 else "shape"
+    head = _head(rng) if attribute == "colour" else _pick(rng, ("object", "thing"))  # not "shape with a shape"
+    scope = Filter(kind=obj.kind) if attribute == "colour" else Filter(colour=obj.colour, head=head)
     if rng.random() < 0.5:
-        scope = Filter(head=_head(rng))
+        scope = Filter(head=head)
     return SoleValue(scope, attribute, wording=int(rng.integers(len(SOLE_WORDS))))
 
 
 def _draw_negation(facts: SceneFacts, rng: np.random.Generator, size: AnswerSize) -> Query | None:
-    obj: ObjectFacts = _pick(rng, facts.objects)
+    obj = _pick(rng, facts.objects)
     if size != "none" and rng.random() < 0.2:
         anchor = _random_anchor(facts, rng, set())
         if anchor is None:
