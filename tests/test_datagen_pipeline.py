@@ -314,6 +314,7 @@ def test_full_run_keeps_the_right_samples_and_counts_each_rejection(fixture, llm
     assert llm.hits == Counter({image: 2 if image == "rate_limited" else 1 for image in ASKED})
     assert summary["ask"]["requests"] == len(ASKED) and summary["ask"]["prompt_tokens"] == 100 * len(ASKED)
     assert summary["ask"]["completion_tokens"] == 20 * len(ASKED) and summary["ask"]["failed"] == 0
+    assert summary["ask"]["retries"] == 1
 
     rows = datasets.load_dataset(str(out), split="test")
     assert Counter(row["image_id"] for row in rows) == Counter(EXPECTED_KEPT)

@@ -60,6 +60,7 @@ class RequestFailed(Exception):
 class Backend(Protocol):
     identity: str
     max_concurrency: int
+    retries: int  # transient failures retried so far (0 for local models)
 
     def complete(self, messages: list[dict[str, Any]], settings: GenerationSettings) -> Completion: ...
 
@@ -212,6 +213,7 @@ class TransformersBackend:
     """
 
     max_concurrency = 1
+    retries = 0
 
     def __init__(self, path: str, *, device: str = "cpu", dtype: str = "auto") -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -41,6 +41,7 @@ class VLMBackend:
     """A local LLaVA checkpoint loaded by ``llmseg.model.vlm`` (the model's own loading code)."""
 
     max_concurrency = 1
+    retries = 0
 
     def __init__(self, path: str, device: str = "cpu") -> None:
         from llmseg.model.config import VLMConfig

@@ -200,6 +200,7 @@ def run_stage(
     changed prompt, model or setting asks again while an unchanged re-run touches nothing.
     Each answer is appended (``make_record``) as soon as it arrives; a dry run writes nothing.
     """
+    retries_before = backend.retries
     stored = read_jsonl(output, "image_id")
     todo = []
     for job in jobs:
@@ -214,6 +215,7 @@ def run_stage(
 
         stats = run_jobs(todo, backend, settings, cache, on_done, budget=budget, dry_run=dry_run, desc=desc, show=show)
     summary = {"images": len(jobs), "already_answered": len(jobs) - len(todo), **stats.as_dict()}
+    summary["retries"] = backend.retries - retries_before
     summary["model"] = backend.identity
     summary["dry_run"] = dry_run
     return summary
