@@ -80,7 +80,7 @@ def _submit(board: Leaderboard, args: argparse.Namespace) -> int:
 
 def _show(board: Leaderboard, args: argparse.Namespace) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 60):
-        print(board.table(show_all=args.all).to_string(index=False))
+        print(board.table(show_all=args.all, markdown=False).to_string(index=False))
         print(f"\nPublished ReasonSeg results ({REPORTED_LABEL}):")
         print(board.reported_table().to_string(index=False))
     if args.csv:

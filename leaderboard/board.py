@@ -244,9 +244,15 @@ class Leaderboard:
         ]
         return entries
 
-    def table(self, show_all: bool = False) -> pd.DataFrame:
-        """The ranked table (percent): best submission per model and submitter unless ``show_all``."""
-        return tables.display_frame(self._entries(), show_all=show_all)
+    def table(self, show_all: bool = False, *, markdown: bool = True) -> pd.DataFrame:
+        """The ranked table (percent): best submission per model and submitter unless ``show_all``.
+
+        With ``markdown`` the model column is a markdown link (for a UI); without it the model
+        name is plain text and the link has its own column (for a terminal or a file).
+        """
+        if markdown:
+            return tables.display_frame(self._entries(), show_all=show_all)
+        return tables.plain_frame(self._entries(), show_all=show_all)
 
     def plot_data(self) -> pd.DataFrame:
         """gIoU and cIoU with 95% interval bounds per table row (percent), for a scatter plot."""
@@ -258,7 +264,7 @@ class Leaderboard:
 
     def to_csv(self, path: str | os.PathLike[str], show_all: bool = False) -> Path:
         """Write the table as CSV (plain model names and a separate link column); return the path."""
-        return _write_csv(tables.plain_frame(self._entries(), show_all=show_all), path)
+        return _write_csv(self.table(show_all, markdown=False), path)
 
     def reported_to_csv(self, path: str | os.PathLike[str]) -> Path:
         """Write the published-results table as CSV; return the path."""

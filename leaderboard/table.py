@@ -20,6 +20,7 @@ from eval.contract import KNOWN_TAGS
 
 BASELINE_SUBMITTER = "leaderboard (baseline)"
 DECIMALS = 1
+_ANSWER_TAGS = ("multi-target", "no-target")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
 
 
@@ -82,9 +83,12 @@ def rank_of(entries: Iterable[Entry], submission_id: int) -> int | None:
 
 
 def tag_names(entries: Sequence[Entry]) -> list[str]:
-    """Tags present in any entry: the known ones in their fixed order, then the rest sorted."""
+    """Tags present in any entry: the contract's query-style tags, the split's own tags (sorted),
+    then the answer-kind tags ``multi-target`` and ``no-target``."""
     present = {tag for entry in entries for tag in entry.scores.get("by_tag", {})}
-    return [tag for tag in KNOWN_TAGS if tag in present] + sorted(present - set(KNOWN_TAGS))
+    known = [tag for tag in KNOWN_TAGS if tag in present and tag not in _ANSWER_TAGS]
+    answer = [tag for tag in _ANSWER_TAGS if tag in present]
+    return known + sorted(present - set(known) - set(answer)) + answer
 
 
 def _percent(value: Any, *, decimals: int | None) -> float:

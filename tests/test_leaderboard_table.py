@@ -12,7 +12,7 @@ from test_leaderboard_support import predictions_file, shifted
 
 from eval import References
 from leaderboard import REPORTED_LABEL, Leaderboard
-from leaderboard.table import markdown_model
+from leaderboard.table import Entry, markdown_model, tag_names
 
 pytest_plugins = ["test_leaderboard_support"]
 
@@ -77,6 +77,12 @@ def test_table_columns_hold_scores_intervals_tags_and_who_when(filled):
     assert rows["date"].str.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC").all()
 
 
+def test_tag_columns_put_the_splits_own_tags_between_query_and_answer_tags():
+    by_tag = {tag: {} for tag in ["no-target", "relation", "long", "attribute", "multi-target"]}
+    entries = [Entry(model="m", scores={"by_tag": by_tag}, at=0.0, submitter="s")]
+    assert tag_names(entries) == ["long", "attribute", "relation", "multi-target", "no-target"]
+
+
 def test_model_links_are_markdown_with_escaped_names():
     assert markdown_model("plain", None) == "plain"
     assert markdown_model("a [b]_c", "https://x.org/p_(1)") == r"[a \[b\]\_c](https://x.org/p_%281%29)"
@@ -84,6 +90,8 @@ def test_model_links_are_markdown_with_escaped_names():
 
 def test_linked_model_appears_as_markdown_and_csv_keeps_it_plain(filled, tmp_path):
     assert r"[linked \[v2\]](https://example.org/paper_%281%29)" in filled.table()["model"].tolist()
+    plain = filled.table(markdown=False)
+    assert plain.loc[plain["model"] == "linked [v2]", "link"].item() == "https://example.org/paper_(1)"
     path = filled.to_csv(tmp_path / "out" / "board.csv", show_all=True)
     csv = pd.read_csv(path)
     assert "linked [v2]" in csv["model"].tolist()
