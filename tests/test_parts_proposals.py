@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from functools import partial
 
 import cv2
@@ -221,6 +222,40 @@ def test_color_generator_recovers_drawn_shapes(seed):
     for target in objects:
         # an occluded object may be cut in two; the same-colour union distractor covers that case
         assert best_iou(target, result.masks) > 0.99
+
+
+def antialiased_disk_scene() -> tuple[np.ndarray, np.ndarray]:
+    """A jittered red disk composited by its exact coverage over grey stripes; its mask is coverage >= 0.5."""
+    size, supersample = 64, 8
+    fine = (np.arange(size * supersample) + 0.5) / supersample
+    inside = (fine[:, None] - 30.7) ** 2 + (fine[None, :] - 32.4) ** 2 <= 12.3**2
+    coverage = inside.reshape(size, supersample, size, supersample).mean(axis=(1, 3))
+    stripes = np.where((np.arange(size) // 4) % 2 == 0, 100.0, 160.0)[None, :, None].repeat(size, axis=0)
+    color = np.array(PALETTE["red"]) * 0.93
+    image = stripes * (1 - coverage[..., None]) + color * coverage[..., None]
+    return np.rint(image).astype(np.uint8), coverage >= 0.5
+
+
+def test_color_generator_ends_regions_where_the_object_covers_half():
+    image, expected = antialiased_disk_scene()
+    generator = ColorProposalGenerator(PALETTE)
+    recovered = generator(image).masks
+    assert best_iou(expected, recovered) > 0.99
+    core_only = generator.quantize(image) == list(PALETTE).index("red")
+    assert best_iou(expected, core_only[None]) < best_iou(expected, recovered)
+
+
+def test_color_generator_on_generated_shapes_scenes():
+    """The real synthetic world: every object's visible mask comes back nearly exactly."""
+    shapes = pytest.importorskip("llmseg.data.shapes")
+    generator = build_proposal_generator(ProposalConfig(kind="color"))
+    ious = []
+    for index in range(8):
+        generated = shapes.generate_sample(seed=0, split="validation", index=index)
+        image = np.asarray(Image.open(io.BytesIO(generated.sample.image)).convert("RGB"))
+        result = generator(image)
+        ious += [best_iou(target, result.masks) for target in generated.scene.masks]
+    assert len(ious) >= 16 and np.mean(ious) >= 0.95
 
 
 def test_color_generator_adds_distractors_and_caps():

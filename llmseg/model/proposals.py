@@ -20,6 +20,15 @@ from llmseg.model.config import ProposalConfig
 from llmseg.model.sam import load_sam
 
 _EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
+_LOCAL_WINDOW = 5  # pixels; small enough to see the stripe of a textured background an edge sits on
+
+
+def _local_mean(pixels: np.ndarray, where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """HxWx3 mean colour of the ``where`` pixels in a window around each pixel, and where any exists."""
+    weight = ndimage.uniform_filter(where.astype(np.float32), _LOCAL_WINDOW)
+    totals = np.stack([ndimage.uniform_filter(pixels[..., c] * where, _LOCAL_WINDOW) for c in range(3)], axis=-1)
+    present = weight > 1e-6
+    return totals / np.where(present, weight, 1.0)[..., None], present
 
 
 @dataclass
@@ -165,15 +174,44 @@ class ColorProposalGenerator:
 
     def quantize(self, image: np.ndarray) -> np.ndarray:
         """HxW int: index of the nearest palette colour, -1 where none is within ``color_tolerance``."""
-        pixels = image.reshape(-1, 1, 3).astype(np.float32)
-        distances = np.linalg.norm(pixels - self.colors[None], axis=2)
-        labels = distances.argmin(axis=1)
-        labels[distances.min(axis=1) > self.color_tolerance] = -1
+        pixels = image.reshape(-1, 3).astype(np.float32)
+        # squared distances as |p|^2 - 2 p.c + |c|^2: one matrix product instead of an N x P x 3 array
+        squared = (pixels**2).sum(axis=1)[:, None] - 2 * pixels @ self.colors.T + (self.colors**2).sum(axis=1)[None]
+        labels = squared.argmin(axis=1)
+        labels[squared.min(axis=1) > self.color_tolerance**2] = -1
         return labels.reshape(image.shape[:2])
+
+    def label_pixels(self, image: np.ndarray) -> np.ndarray:
+        """``quantize``, then anti-aliased edges: a background pixel next to a colour region joins it
+        when it is at least half that colour.
+
+        An edge pixel is a blend a * object + (1 - a) * background; a is estimated by projecting
+        it onto the line from the local background colour to the region's local colour (means over
+        a small window, away from edges), so that the region ends where the object covers half.
+        """
+        labels = self.quantize(image)
+        pixels = image.astype(np.float32)
+        background = labels < 0
+        clean_background = background & ~ndimage.binary_dilation(~background, structure=_EIGHT_NEIGHBOURS)
+        local_background, has_background = _local_mean(pixels, clean_background)
+        best_coverage = np.full(labels.shape, 0.5, dtype=np.float32)
+        refined = labels.copy()
+        for color in np.unique(labels[labels >= 0]):
+            core = labels == color
+            edge = ndimage.binary_dilation(core, structure=_EIGHT_NEIGHBOURS) & background & has_background
+            local_color, _ = _local_mean(pixels, core)
+            blend, base, full = pixels[edge], local_background[edge], local_color[edge]
+            span = full - base
+            coverage = ((blend - base) * span).sum(axis=1) / np.maximum((span * span).sum(axis=1), 1e-6)
+            rows, cols = np.nonzero(edge)
+            wins = coverage >= best_coverage[rows, cols]
+            refined[rows[wins], cols[wins]] = color
+            best_coverage[rows[wins], cols[wins]] = coverage[wins]
+        return refined
 
     def _regions(self, image: np.ndarray) -> list[tuple[int, np.ndarray]]:
         """(colour index, mask) of every connected one-colour region of at least ``min_region_area`` pixels."""
-        labels = self.quantize(image)
+        labels = self.label_pixels(image)
         regions = []
         for color in np.unique(labels[labels >= 0]):
             components, count = ndimage.label(labels == color, structure=_EIGHT_NEIGHBOURS)
