@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Dinov2Config, Dinov2Model
 
+from llmseg.model import region_encoder as region_encoder_module
 from llmseg.model.config import RegionEncoderConfig
 from llmseg.model.region_encoder import RegionEncoder, mask_shape_crops, sinusoidal_position_encoding
 
@@ -52,6 +53,13 @@ def test_prepare_masks_pads_square_the_same_way(encoder):
     assert encoder.prepare_masks(np.zeros((0, 30, 20), bool)).shape == (0, 16, 16)
     with pytest.raises(ValueError, match="K x H x W"):
         encoder.prepare_masks(np.zeros((30, 20), bool))
+
+
+def test_prepare_masks_in_chunks_gives_the_same_masks(encoder, monkeypatch):
+    masks = np.random.default_rng(0).random((5, 30, 20)) > 0.5
+    whole = encoder.prepare_masks(masks)
+    monkeypatch.setattr(region_encoder_module, "_MASK_CHUNK_PIXELS", 2 * 30 * 30)  # two masks at a time
+    torch.testing.assert_close(encoder.prepare_masks(masks), whole)
 
 
 def test_feature_map_and_forward_shapes(encoder):

@@ -23,7 +23,7 @@ from transformers import Dinov2Config, Dinov2Model
 from llmseg.model.config import RegionEncoderConfig
 from llmseg.model.proposals import check_rgb_image
 
-_MASK_CHUNK = 16  # masks resized at once; bounds memory for 50 full-resolution masks
+_MASK_CHUNK_PIXELS = 2**24  # float pixels resized at once (64 MB): bounds memory for large masks
 
 
 def official_position_embeddings(position_embeddings: torch.Tensor, grid: int) -> torch.Tensor:
@@ -173,11 +173,12 @@ class RegionEncoder(nn.Module):
         count, height, width = masks.shape
         side, size = max(height, width), self.config.feature_size
         prepared = torch.zeros(count, size, size, device=self.pixel_mean.device)
-        for start in range(0, count, _MASK_CHUNK):
-            chunk = torch.from_numpy(masks[start : start + _MASK_CHUNK]).to(prepared.device).float()
+        step = max(1, _MASK_CHUNK_PIXELS // (side * side))
+        for start in range(0, count, step):
+            chunk = torch.from_numpy(masks[start : start + step]).to(prepared.device).float()
             chunk = F.pad(chunk, (0, side - width, 0, side - height))[:, None]
             resized = F.interpolate(chunk, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-            prepared[start : start + _MASK_CHUNK] = resized[:, 0]
+            prepared[start : start + step] = resized[:, 0]
         return prepared
 
     def feature_map(self, pixel_values: torch.Tensor) -> torch.Tensor:
