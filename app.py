@@ -1,0 +1,149 @@
+"""LLM-Seg's Gradio app: the demo, the leaderboard, submissions and the benchmark's documentation.
+
+``python app.py [flags]`` serves it (``--help`` lists the flags and their environment variables);
+``build_app(...)`` returns the ``gr.Blocks`` for embedding or tests. The model loads once, lazily,
+and a model that cannot load only disables the Demo tab; a leaderboard that cannot open only
+disables its two tabs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+
+from llmseg_app.about import render_about
+from llmseg_app.demo import DemoTab
+from llmseg_app.examples import load_examples
+from llmseg_app.leaderboard_tab import LeaderboardTab
+from llmseg_app.model_service import ModelService
+from llmseg_app.settings import AppSettings, settings_from_args
+from llmseg_app.submit import SubmitTab
+
+if TYPE_CHECKING:
+    from leaderboard import Leaderboard, LeaderboardSettings
+
+logger = logging.getLogger("llmseg_app")
+
+TITLE = "LLM-Seg: reasoning segmentation"
+HEADER = (
+    "# LLM-Seg: reasoning segmentation\n"
+    "Ask for an object in words and get its mask: SAM-style proposals, a LLaVA-style model that reads "
+    "the question, and a selection module that picks the proposals. Try the model, browse the leaderboard, "
+    "submit predictions."
+)
+CSS = """
+.gradio-container { max-width: min(1200px, 100vw) !important; margin: auto; }
+.gradio-container pre { white-space: pre-wrap; overflow-wrap: anywhere; }
+#model-banner { padding: 4px 12px; border-left: 4px solid var(--color-accent); }
+@media (max-width: 640px) { #proposal-gallery .grid-container { --grid-cols: 2 !important; } }
+"""
+MIN_UPLOAD_MB = 25  # demo images need some room even when the predictions limit is lower
+
+
+def open_leaderboard(settings: AppSettings) -> tuple[Leaderboard | None, LeaderboardSettings | None, str | None]:
+    """The leaderboard, or the reason it could not open (shown in its tabs instead of failing the app)."""
+    try:
+        from leaderboard import Leaderboard, LeaderboardSettings
+
+        board_settings = LeaderboardSettings.from_env(**settings.leaderboard_overrides)
+        return Leaderboard(board_settings), board_settings, None
+    except Exception as error:  # the demo must keep working without a leaderboard
+        logger.exception("leaderboard unavailable")
+        return None, None, f"{type(error).__name__}: {error}"
+
+
+def build_app(
+    settings: AppSettings | None = None,
+    *,
+    service: ModelService | None = None,
+    board: Leaderboard | None = None,
+    board_settings: LeaderboardSettings | None = None,
+) -> gr.Blocks:
+    """Compose the four tabs. Reads example images and the public split; loads no model."""
+    settings = settings or AppSettings.from_env()
+    service = service or ModelService(settings.preset, settings.device)
+    board_error = None
+    if board is None:
+        board, board_settings, board_error = open_leaderboard(settings)
+    split = board_settings.split if board_settings is not None else "test"
+    settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    examples = load_examples(settings.examples_data, settings.examples_split, settings.cache_dir, settings.num_examples)
+
+    with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as blocks:
+        gr.Markdown(HEADER)
+        with gr.Tabs():
+            with gr.Tab("Demo", id="demo"):
+                DemoTab(
+                    service, examples, settings.proposals_shown, concurrency_limit=settings.segment_concurrency
+                ).render(blocks)
+            with gr.Tab("Leaderboard", id="leaderboard"):
+                if board is None:
+                    gr.Markdown(f"⚠️ **The leaderboard could not be opened:** {board_error}")
+                else:
+                    leaderboard_tab = LeaderboardTab(board, cache_dir=settings.cache_dir, split_label=split)
+                    leaderboard_tab.render(blocks)
+            with gr.Tab("Submit", id="submit"):
+                if board is None:
+                    gr.Markdown(f"⚠️ **Submissions are closed: the leaderboard could not be opened:** {board_error}")
+                else:
+                    max_mb = board_settings.max_upload_mb if board_settings is not None else MIN_UPLOAD_MB
+                    submitted = SubmitTab(
+                        board,
+                        require_login=settings.require_login,
+                        max_upload_mb=max_mb,
+                        concurrency_limit=settings.submit_concurrency,
+                    ).render()
+                    submitted.then(
+                        leaderboard_tab.refresh,
+                        inputs=leaderboard_tab.inputs,
+                        outputs=leaderboard_tab.outputs,
+                        api_visibility="private",
+                    )
+            with gr.Tab("About", id="about"):
+                render_about(settings.examples_data, split, settings.cache_dir)
+    blocks.queue(max_size=settings.queue_size)
+    return blocks
+
+
+def launch_options(settings: AppSettings, board_settings: LeaderboardSettings | None) -> dict[str, Any]:
+    """``launch()`` arguments: the held-out data and the database are never servable as files."""
+    blocked = []
+    if board_settings is not None:
+        blocked.append(str(board_settings.db_path.resolve().parent))
+        if Path(board_settings.data).exists():
+            blocked.append(str(Path(board_settings.data).resolve()))
+    upload_mb = max(MIN_UPLOAD_MB, board_settings.max_upload_mb if board_settings is not None else 0)
+    return {
+        "server_name": settings.server_name,
+        "server_port": settings.server_port,
+        "allowed_paths": [],
+        "blocked_paths": blocked,
+        "max_file_size": f"{upload_mb:g}mb",
+        "ssr_mode": False,
+        "css": CSS,
+        "footer_links": ["api", "gradio"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = settings_from_args(argv)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    service = ModelService(settings.preset, settings.device)
+    board, board_settings, _ = open_leaderboard(settings)
+    blocks = build_app(settings, service=service, board=board, board_settings=board_settings)
+    if settings.preload:
+        service.preload_in_background()
+    blocks.launch(**launch_options(settings, board_settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

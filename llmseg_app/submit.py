@@ -1,0 +1,103 @@
+"""The Submit tab: a predictions file and its metadata in, the scores and the new rank out.
+
+On a Space the Hugging Face login names the submitter (a typed name could impersonate anyone);
+locally a user-name field does. Rejections are returned, not raised, so the page and the
+``/submit`` API both show the leaderboard's one-sentence reason.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+
+if TYPE_CHECKING:
+    from leaderboard import Leaderboard, SubmissionResult
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def result_markdown(result: SubmissionResult) -> str:
+    """The success message: rank first (what people look for), then the headline scores."""
+    return (
+        f"✅ **{result.model_name}** scored and ranked **#{result.rank}** (submission {result.id}).\n\n"
+        f"gIoU **{_percent(result.giou)}** · cIoU **{_percent(result.ciou)}** on {result.n} samples. "
+        "See the Leaderboard tab for the per-tag columns."
+    )
+
+
+class SubmitTab:
+    """Builds the tab and scores submissions through the leaderboard."""
+
+    def __init__(
+        self, board: Leaderboard, *, require_login: bool, max_upload_mb: float, concurrency_limit: int = 2
+    ) -> None:
+        self.board = board
+        self.require_login = require_login
+        self.max_upload_mb = max_upload_mb
+        self.concurrency_limit = concurrency_limit
+
+    def submit(
+        self,
+        file: str | None,
+        model_name: str,
+        user: str,
+        link: str,
+        note: str,
+        profile: gr.OAuthProfile | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """Score one submission (the ``/submit`` endpoint); returns a message and a JSON result."""
+        from leaderboard import SubmissionRejected
+
+        try:
+            identity = self._identity(user, profile)
+            if not file:
+                raise SubmissionRejected("choose a predictions .jsonl file to upload")
+            result = self.board.submit(file, model_name=model_name, user=identity, link=link or None, note=note or None)
+        except SubmissionRejected as error:
+            message = str(error)
+            return f"❌ **Not submitted:** {message}", {"status": "rejected", "error": message}
+        return result_markdown(result), result.to_dict()
+
+    def _identity(self, user: str, profile: gr.OAuthProfile | None) -> str:
+        from leaderboard import SubmissionRejected
+
+        if profile is not None:
+            return profile.username
+        if self.require_login:
+            raise SubmissionRejected("sign in with Hugging Face first: your account identifies your submissions")
+        return user
+
+    def render(self) -> gr.Dependency:
+        """Lay out the form; returns the submit event so the app can refresh the table after it."""
+        gr.Markdown(
+            "Upload predictions for the held-out test split (the format is on the About tab). "
+            f"Files up to {self.max_upload_mb:g} MB; a rejected file does not count against your daily limit."
+        )
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=300):
+                file = gr.File(
+                    label="Predictions (.jsonl)", file_types=[".jsonl"], type="filepath", elem_id="submit-file"
+                )
+                model_name = gr.Textbox(label="Model name", max_length=100, elem_id="submit-model")
+                if self.require_login:
+                    gr.LoginButton()
+                    user = gr.Textbox(visible=False)
+                else:
+                    user = gr.Textbox(label="Your name", max_length=100, elem_id="submit-user")
+                link = gr.Textbox(label="Link (paper, code or model page; optional)", max_length=500)
+                note = gr.Textbox(label="Note (optional)", lines=2, max_length=1000)
+                button = gr.Button("Submit", variant="primary", elem_id="submit-button")
+            with gr.Column(scale=1, min_width=300):
+                message = gr.Markdown(elem_id="submit-message")
+                details = gr.JSON(label="Result")
+        return button.click(
+            self.submit,
+            inputs=[file, model_name, user, link, note],
+            outputs=[message, details],
+            api_name="submit",
+            concurrency_limit=self.concurrency_limit,
+            api_description="Score a predictions file against the held-out split and add it to the leaderboard.",
+        )
