@@ -202,3 +202,30 @@ def test_a_real_small_causal_lm_writes_checked_questions(tmp_path) -> None:
     rows = datasets.load_dataset(str(out), split="train")
     assert rows.num_rows == summary["write"]["kept"]
     assert all(np.asarray(row["mask"]).any() for row in rows)
+
+
+def test_describe_with_a_local_llava_through_the_model_loading_code(tmp_path, capsys) -> None:
+    import dataclasses
+
+    from llmseg.model.presets import get_preset
+    from llmseg.model.vlm import VLM
+
+    torch.manual_seed(0)
+    vlm = VLM.from_config(dataclasses.replace(get_preset("tiny").vlm, finetune="full"))
+    folder = tmp_path / "tiny-llava"
+    vlm.llava.save_pretrained(folder)
+    vlm.processor.save_pretrained(folder)
+    work = tmp_path / "work"
+    assert main(["select", *_select_args(tmp_path / "coco", work, boxes_only=False)]) == 0
+    describe = ["describe", "--work", str(work), "--describe-backend", "vlm", "--vlm", str(folder)]
+    assert main([*describe, "--describe-max-tokens", "6"]) == 0
+    descriptions = {r["image_id"]: r["description"] for r in map(json.loads, (work / "descriptions.jsonl").open())}
+    assert sorted(descriptions) == sorted(IMAGES) and all(descriptions.values())
+    assert main([*describe, "--describe-max-tokens", "6"]) == 0
+    assert json.loads((work / "summary.json").read_text())["describe"]["already_answered"] == len(IMAGES)
+    capsys.readouterr()
+    assert (
+        main(["ask", "--work", str(work), "--dry-run", "--api-base", "http://127.0.0.1:9/v1", "--api-model", "m"]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert all(description in printed for description in descriptions.values())

@@ -205,51 +205,70 @@ def _text_only(messages: list[dict[str, Any]], backend: str) -> list[dict[str, s
     return messages
 
 
+def model_location(path: str) -> str:
+    """A local folder's absolute path, or a Hub id as given (part of the cache key).
+
+    Raises ``ValueError`` for a path that neither exists nor looks like ``owner/name``.
+    """
+    local = Path(path)
+    if local.exists():
+        return str(local.resolve())
+    if path.startswith((".", "/", "~")) or path.count("/") != 1:
+        raise ValueError(f"no model at {path!r}: give a folder saved with save_pretrained or a Hub id (owner/name)")
+    return path
+
+
 class TransformersBackend:
     """A local causal LM (``AutoModelForCausalLM`` + ``AutoTokenizer`` from a folder or Hub id).
 
     Uses the tokenizer's chat template when it has one, else a plain "System/User/Assistant"
-    transcript. Greedy decoding at temperature 0, sampling otherwise.
+    transcript. Greedy decoding at temperature 0, sampling otherwise. The weights load on the
+    first request, so a re-run with every answer stored never loads them.
     """
 
     max_concurrency = 1
     retries = 0
 
     def __init__(self, path: str, *, device: str = "cpu", dtype: str = "auto") -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        self.path, self.device, self.dtype = path, device, dtype
+        self.identity = f"transformers:{model_location(path)}"
+        self._loaded: tuple[Any, Any] | None = None
 
-        local = Path(path)
-        if not local.exists() and (path.startswith((".", "/")) or path.count("/") != 1):
-            raise ValueError(f"no model at {path!r}: give a folder saved with save_pretrained or a Hub id")
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
-        except OSError as error:
-            raise ValueError(f"cannot load a causal LM from {path!r}: {error}") from None
-        self.device = device
-        self.identity = f"transformers:{local.resolve() if local.exists() else path}"
+    def _load(self) -> tuple[Any, Any]:
+        if self._loaded is None:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    def _prompt_ids(self, messages: list[dict[str, str]]) -> Any:
-        if self.tokenizer.chat_template:
-            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            return self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(self.path)
+                model = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype).to(self.device).eval()
+            except OSError as error:
+                raise ValueError(f"cannot load a causal LM from {self.path!r}: {error}") from None
+            self._loaded = tokenizer, model
+        return self._loaded
+
+    @staticmethod
+    def _prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> Any:
+        if tokenizer.chat_template:
+            text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return tokenizer(text, return_tensors="pt", add_special_tokens=False)
         transcript = "".join(f"{m['role'].capitalize()}:\n{m['content']}\n\n" for m in messages) + "Assistant:\n"
-        return self.tokenizer(transcript, return_tensors="pt")
+        return tokenizer(transcript, return_tensors="pt")
 
     def complete(self, messages: list[dict[str, Any]], settings: GenerationSettings) -> Completion:
         import torch
 
-        inputs = self._prompt_ids(_text_only(messages, "transformers")).to(self.device)
+        tokenizer, model = self._load()
+        inputs = self._prompt_ids(tokenizer, _text_only(messages, "transformers")).to(self.device)
         sampling: dict[str, Any] = {"do_sample": False}
         if settings.temperature > 0:
             sampling = {"do_sample": True, "temperature": settings.temperature}
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         with torch.inference_mode():
-            output = self.model.generate(**inputs, max_new_tokens=settings.max_tokens, pad_token_id=pad_id, **sampling)
+            output = model.generate(**inputs, max_new_tokens=settings.max_tokens, pad_token_id=pad_id, **sampling)
         prompt_length = inputs["input_ids"].shape[1]
         new_tokens = output[0, prompt_length:]
         return Completion(
-            text=self.tokenizer.decode(new_tokens, skip_special_tokens=True),
+            text=tokenizer.decode(new_tokens, skip_special_tokens=True),
             prompt_tokens=int(prompt_length),
             completion_tokens=int(new_tokens.shape[0]),
             model=self.identity,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmseg.datagen.backends import Completion, GenerationSettings, image_data_url
+from llmseg.datagen.backends import Completion, GenerationSettings, image_data_url, model_location
 from llmseg.datagen.cache import CACHE_FILE, CompletionCache
 from llmseg.datagen.records import DESCRIPTIONS_FILE, load_images
 from llmseg.datagen.runner import Job, RequestBudget, run_stage
@@ -38,17 +38,26 @@ class DescribeConfig:
 
 
 class VLMBackend:
-    """A local LLaVA checkpoint loaded by ``llmseg.model.vlm`` (the model's own loading code)."""
+    """A local LLaVA checkpoint loaded by ``llmseg.model.vlm`` (the model's own loading code).
+
+    The weights load on the first request, so a re-run with every image described never loads them.
+    """
 
     max_concurrency = 1
     retries = 0
 
     def __init__(self, path: str, device: str = "cpu") -> None:
-        from llmseg.model.config import VLMConfig
-        from llmseg.model.vlm import VLM
+        self.path, self.device = path, device
+        self.identity = f"vlm:{model_location(path)}"
+        self._vlm: Any = None
 
-        self.vlm = VLM.from_config(VLMConfig(llava=path), device=device)
-        self.identity = f"vlm:{Path(path).resolve() if Path(path).exists() else path}"
+    def _load(self) -> Any:
+        if self._vlm is None:
+            from llmseg.model.config import VLMConfig
+            from llmseg.model.vlm import VLM
+
+            self._vlm = VLM.from_config(VLMConfig(llava=self.path), device=self.device)
+        return self._vlm
 
     def complete(self, messages: list[dict[str, Any]], settings: GenerationSettings) -> Completion:
         from PIL import Image
@@ -57,7 +66,7 @@ class VLMBackend:
         url = next(p["image_url"]["url"] for p in parts if p["type"] == "image_url")
         text = "\n".join(p["text"] for p in parts if p["type"] == "text")
         image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")
-        answer = self.vlm.generate_answer(image, text, max_new_tokens=settings.max_tokens)
+        answer = self._load().generate_answer(image, text, max_new_tokens=settings.max_tokens)
         return Completion(text=answer, model=self.identity)
 
 
