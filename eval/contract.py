@@ -69,9 +69,11 @@ def load_split(
     A private Hub dataset needs ``token`` (or ``HF_TOKEN`` in the environment).
     """
     path = Path(data)
-    source = str(path) if path.exists() else str(data)
     try:
-        dataset = datasets.load_dataset(source, split=split, token=token or os.environ.get("HF_TOKEN"))
+        if path.is_dir():
+            dataset = _load_local_split(path, split)
+        else:
+            dataset = datasets.load_dataset(str(data), split=split, token=token or os.environ.get("HF_TOKEN"))
     except ValueError as error:
         if "split" in str(error).lower():
             raise ValueError(f"{data} has no split {split!r}: {error}") from None
@@ -82,3 +84,16 @@ def load_split(
         ) from None
     check_columns(dataset, require_ground_truth=require_ground_truth)
     return dataset
+
+
+def _load_local_split(folder: Path, split: str) -> datasets.Dataset:
+    """Load a folder's split through its parquet files, so the cache follows the files.
+
+    ``load_dataset(folder)`` caches a local folder under its name and card alone: a rewritten
+    folder, or another folder of the same name, would silently come back with the old rows.
+    Naming the files makes ``datasets`` key its cache on their paths and modification times.
+    """
+    data_files = datasets.load_dataset_builder(str(folder)).config.data_files or {}
+    if split not in data_files:
+        raise ValueError(f"{folder} has no split {split!r} (it has {', '.join(data_files) or 'none'})")
+    return datasets.load_dataset("parquet", data_files={split: list(data_files[split])}, split=split)

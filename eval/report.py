@@ -90,7 +90,7 @@ class Report:
             )
         if self.nciou is not None:
             lines.append(f"ncIoU (masks resized to {metrics.NCIOU_SIZE}x{metrics.NCIOU_SIZE}): {100 * self.nciou:.2f}")
-        return "\n".join(lines)
+        return "\n".join(line.rstrip() for line in lines)
 
     def write_per_sample_csv(self, path: str | Path) -> None:
         """Write the per-sample rows (id, intersection, union, iou, tags) as CSV."""
