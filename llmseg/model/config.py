@@ -96,6 +96,12 @@ class VLMConfig:
     lora_target_modules: str = r".*language_model.*\.(q_proj|v_proj)"
     train_seg_embedding: bool = True
     ce_on_answer: bool = True
+    # "lora": LoRA on the language model + the <SEG> rows, the rest frozen (the release);
+    # "full": every VLM weight trains (small models built from ``llava_config`` and trained from scratch).
+    finetune: Literal["lora", "full"] = "lora"
+    # Words (or texts, split into words) of the word-level tokenizer built when neither ``llava`` nor
+    # ``processor`` names one (tiny models need no download); prompt-template words are added automatically.
+    vocabulary: list[str] | None = None
 
 
 @dataclass
@@ -224,6 +230,10 @@ def _check_literal(obj: Any, where: str) -> None:
 def _validate(config: LLMSegConfig) -> None:
     for name in ("proposals", "region_encoder", "vlm", "selector", "losses", "selection"):
         _check_literal(getattr(config, name), name)
+    if config.vlm.llava is None and config.vlm.llava_config is None:
+        raise ValueError("vlm.llava and vlm.llava_config are both unset: name a LLaVA checkpoint or give a config")
+    if config.vlm.llava is None and config.vlm.processor is None and not config.vlm.vocabulary:
+        raise ValueError("a VLM built from vlm.llava_config needs vlm.processor or a vlm.vocabulary for its tokenizer")
     if config.proposals.kind == "sam" and config.proposals.max_proposals < 1:
         raise ValueError("proposals.max_proposals must be at least 1")
     if config.selector.dim % config.selector.num_heads:
