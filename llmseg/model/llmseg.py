@@ -1,0 +1,200 @@
+"""LLM-Seg: proposals -> region features -> VLM ``<SEG>`` state -> selection module -> mask.
+
+``LLMSeg`` holds the five stages and computes the training loss; inference with caching and
+timings lives in ``llmseg.pipeline.Segmenter``, which calls the same stages.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from llmseg.model import checkpoint
+from llmseg.model.config import LLMSegConfig
+from llmseg.model.losses import alignment_loss, existence_loss, iop_loss, overlap_targets
+from llmseg.model.proposals import ProposalGenerator, build_proposal_generator
+from llmseg.model.region_encoder import RegionEncoder
+from llmseg.model.selector import Selector, SelectorOutput
+from llmseg.model.vlm import VLM, VLMOutput, is_sentence
+
+
+@dataclass
+class TrainingBatch:
+    """B questions with their proposals and targets, ready for ``LLMSeg.forward``.
+
+    images: B HWC uint8 RGB arrays (the VLM's input). queries: B strings. sentences: B bools
+    (long or short question template). region_pixels: (B, 3, S, S) region-encoder input.
+    proposal_masks: (B, K, f, f) float soft masks at the feature-map size, zero past each
+    sample's proposals. proposal_valid: (B, K) bool. iou_target, iop_target: (B, K) float.
+    has_target: (B,) bool, False for "no target" questions.
+    """
+
+    images: list[np.ndarray]
+    queries: list[str]
+    sentences: list[bool]
+    region_pixels: torch.Tensor
+    proposal_masks: torch.Tensor
+    proposal_valid: torch.Tensor
+    iou_target: torch.Tensor
+    iop_target: torch.Tensor
+    has_target: torch.Tensor
+
+    def to(self, device: str | torch.device) -> TrainingBatch:
+        tensors = ("region_pixels", "proposal_masks", "proposal_valid", "iou_target", "iop_target", "has_target")
+        moved = {name: getattr(self, name).to(device) for name in tensors}
+        return TrainingBatch(images=self.images, queries=self.queries, sentences=self.sentences, **moved)
+
+
+@dataclass
+class LLMSegOutput:
+    """loss: weighted sum of ``losses`` (keys "ce", "align", "iop", and "existence" when the head
+    exists). iop, similarity: (B, K). existence_logit: (B,) or None."""
+
+    loss: torch.Tensor
+    losses: dict[str, torch.Tensor]
+    iop: torch.Tensor
+    similarity: torch.Tensor
+    existence_logit: torch.Tensor | None
+
+
+class LLMSeg(nn.Module):
+    """The whole model; sub-models are built by ``from_config`` and passed in, as in segment-anything."""
+
+    def __init__(
+        self,
+        *,
+        config: LLMSegConfig,
+        vlm: VLM,
+        region_encoder: RegionEncoder,
+        selector: Selector,
+        proposal_generator: ProposalGenerator,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.vlm = vlm
+        self.region_encoder = region_encoder
+        self.selector = selector
+        self.proposal_generator = proposal_generator  # not an nn.Module: SAM stays frozen and outside the graph
+
+    @classmethod
+    def from_config(cls, config: LLMSegConfig, device: str | torch.device = "cpu") -> LLMSeg:
+        """Build every stage: pretrained parts from their ids/paths, the rest freshly initialised."""
+        vlm = VLM.from_config(config.vlm, device)
+        region_encoder = RegionEncoder.from_config(config.region_encoder).to(device)
+        selector = Selector(config.selector, hidden_size=vlm.hidden_size).to(device)
+        proposal_generator = build_proposal_generator(config.proposals, device=str(device))
+        return cls(
+            config=config,
+            vlm=vlm,
+            region_encoder=region_encoder,
+            selector=selector,
+            proposal_generator=proposal_generator,
+        )
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike[str], device: str | torch.device = "cpu") -> LLMSeg:
+        """A model from a checkpoint folder, a preset name (``tiny``, ``shapes``, ...) or a Hub model id."""
+        config, directory = checkpoint.resolve(name_or_path)
+        model = cls.from_config(config, device)
+        if directory is not None:
+            checkpoint.load_weights(model, directory)
+        return model.eval()
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+        """Write config.json and the trained weights (frozen pretrained bases are referenced, not copied)."""
+        return checkpoint.save(self, directory)
+
+    @property
+    def device(self) -> torch.device:
+        return self.selector.iop_head[0].weight.device
+
+    def prepare_batch(
+        self,
+        images: Sequence[np.ndarray],
+        queries: Sequence[str],
+        proposals: Sequence[np.ndarray],
+        targets: Sequence[np.ndarray],
+        *,
+        ignores: Sequence[np.ndarray | None] | None = None,
+        sentences: Sequence[bool] | None = None,
+    ) -> TrainingBatch:
+        """Collate B samples: HWC uint8 RGB images, K_i x H x W bool proposals, H x W bool targets.
+
+        IoU/IoP targets are measured at the image's resolution (ignore pixels left out); masks are
+        then padded to the batch's largest K and prepared at the feature-map size.
+        """
+        count = len(images)
+        if not (len(queries) == len(proposals) == len(targets) == count) or count == 0:
+            raise ValueError("need the same positive number of images, queries, proposals and targets")
+        ignores = list(ignores) if ignores is not None else [None] * count
+        width = max(1, max(len(masks) for masks in proposals))
+        side = self.config.region_encoder.feature_size
+        device = self.device
+        masks = torch.zeros(count, width, side, side, device=device)
+        valid = torch.zeros(count, width, dtype=torch.bool, device=device)
+        iou = torch.zeros(count, width, device=device)
+        iop = torch.zeros(count, width, device=device)
+        for row, (sample_masks, target, ignore) in enumerate(zip(proposals, targets, ignores, strict=True)):
+            k = len(sample_masks)
+            if k:
+                masks[row, :k] = self.region_encoder.prepare_masks(sample_masks).to(device)
+                sample_iou, sample_iop = overlap_targets(sample_masks, target, ignore)
+                iou[row, :k] = torch.from_numpy(sample_iou)
+                iop[row, :k] = torch.from_numpy(sample_iop)
+                valid[row, :k] = True
+        pixels = torch.stack([self.region_encoder.preprocess(image) for image in images]).to(device)
+        return TrainingBatch(
+            images=list(images),
+            queries=list(queries),
+            sentences=list(sentences) if sentences is not None else [is_sentence(q) for q in queries],
+            region_pixels=pixels,
+            proposal_masks=masks,
+            proposal_valid=valid,
+            iou_target=iou,
+            iop_target=iop,
+            has_target=torch.tensor([bool(np.any(t)) for t in targets], device=device),
+        )
+
+    def forward(self, batch: TrainingBatch) -> LLMSegOutput:
+        """Scores and the weighted training loss (CE + alignment + IoP [+ existence]) of one batch."""
+        batch = batch.to(self.device)
+        features = self.region_encoder(batch.region_pixels, batch.proposal_masks)
+        vlm_out = self.vlm.encode(batch.images, batch.queries, sentences=batch.sentences, with_loss=True)
+        scores = self.score(features, batch.proposal_valid, vlm_out)
+        weights = self.config.losses
+        # Alignment ranks proposals by overlap with the target: undefined when there is no target.
+        aligned = batch.proposal_valid & batch.has_target[:, None]
+        losses = {
+            "align": alignment_loss(scores.similarity, batch.iou_target, aligned, weights.align_temperature),
+            "iop": iop_loss(scores.iop, batch.iop_target, batch.proposal_valid),
+        }
+        total = weights.align_weight * losses["align"] + weights.iop_weight * losses["iop"]
+        if vlm_out.lm_loss is not None:
+            losses["ce"] = vlm_out.lm_loss
+            total = total + weights.ce_weight * losses["ce"]
+        if scores.existence_logit is not None:
+            losses["existence"] = existence_loss(scores.existence_logit, batch.has_target)
+            total = total + weights.existence_weight * losses["existence"]
+        return LLMSegOutput(
+            loss=total,
+            losses=losses,
+            iop=scores.iop,
+            similarity=scores.similarity,
+            existence_logit=scores.existence_logit,
+        )
+
+    def score(self, features: torch.Tensor, valid: torch.Tensor, vlm_out: VLMOutput) -> SelectorOutput:
+        """Selection-module scores from pooled proposal features (B, K, D) and the VLM's output."""
+        return self.selector(
+            features.float(),
+            valid,
+            vlm_out.seg_hidden.float(),
+            vlm_out.token_hidden.float(),
+            vlm_out.token_valid,
+        )
