@@ -49,6 +49,7 @@ IMAGES: dict[str, list[tuple[str, tuple[int, int, int, int]]]] = {
     "one_category": [("dog", (0, 0, 10, 10)), ("dog", (20, 20, 30, 30))],
     "missing": [("dog", (0, 0, 10, 10)), ("cup", (20, 20, 30, 30))],
     "not_exhaustive": [("bench", (0, 0, 10, 10)), ("cup", (20, 20, 30, 30))],
+    "wrong_size": [("bench", (0, 0, 10, 10)), ("cup", (20, 20, 30, 30))],
 }
 ASKED = ["valid", "unknown_id", "malformed", "leak", "rate_limited", "complex"]
 EXPECTED_KEPT = {"valid": 3, "unknown_id": 1, "leak": 2, "rate_limited": 1, "complex": 1}
@@ -89,7 +90,8 @@ def build_fixture(root: Path) -> tuple[Path, Path]:
             entry["not_exhaustive_category_ids"] = [category_ids["cup"]]
         data["images"].append(entry)
         if name != "missing":
-            pixels = rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+            shape = (HEIGHT, WIDTH + 1 if name == "wrong_size" else WIDTH, 3)
+            pixels = rng.integers(0, 255, shape, dtype=np.uint8)
             Image.fromarray(pixels).save(images_dir / f"{name}.jpg", quality=90)
         for category, box in objects:
             x0, y0, x1, y1 = box
@@ -288,7 +290,7 @@ def test_select_applies_the_rules_and_reports_what_it_dropped(fixture: tuple[Pat
         name: "complex" if name == "complex" else "simple" for name in ASKED
     }
     dropped = _summary(work)["select"]["dropped"]
-    assert dropped == {"missing-image": 1, "not-exhaustive": 1, "too-few-categories": 1}
+    assert dropped == {"missing-image": 1, "not-exhaustive": 1, "size-mismatch": 1, "too-few-categories": 1}
     valid = records["valid"]
     assert [o.category for o in valid.objects] == ["person", "dog", "frisbee"]  # by area; the 2-pixel ant dropped
     for obj, (category, box) in zip(valid.objects, IMAGES["valid"], strict=False):
@@ -297,10 +299,26 @@ def test_select_applies_the_rules_and_reports_what_it_dropped(fixture: tuple[Pat
     assert len(records["complex"].objects) == 6  # the crowd region is not an object
 
 
-def test_select_without_skip_bad_names_the_missing_image(fixture, tmp_path, capsys) -> None:
+def test_select_without_skip_bad_names_the_first_bad_image(fixture, tmp_path, capsys) -> None:
     assert main(["select", *_select_args(fixture, tmp_path / "work")]) == 2
     error = capsys.readouterr().err
-    assert error.startswith("error: ") and "missing.jpg" in error and "--skip-bad" in error
+    assert error.startswith("error: ") and "--skip-bad" in error
+    assert ("missing.jpg does not exist" in error) != ("wrong_size.jpg is 65x48, the annotations say 64x48" in error)
+
+
+def test_annotation_files_that_are_not_coco_instances_are_a_clear_error(fixture, tmp_path, capsys) -> None:
+    annotations, images = fixture
+    data = json.loads(annotations.read_text())
+    cases = {"not-json": "{", "no-images": json.dumps({"annotations": [], "categories": []})}
+    cases["unknown-category"] = json.dumps({**data, "categories": data["categories"][1:]})
+    cases["no-category-id"] = json.dumps({**data, "annotations": [{"image_id": 1, "bbox": [0, 0, 1, 1]}]})
+    for name, text in cases.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(text)
+        args = ["--work", str(tmp_path / name), "--annotations", str(path), "--images", str(images), "--source", "x"]
+        assert main(["select", *args]) == 2, name
+        error = capsys.readouterr().err
+        assert error.startswith(f"error: {path}") and "\n" not in error.rstrip(), error
 
 
 def test_full_run_keeps_the_right_samples_and_counts_each_rejection(fixture, llm: ScriptedLLM, tmp_path: Path) -> None:

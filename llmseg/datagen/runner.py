@@ -76,17 +76,17 @@ class RunStats:
         return asdict(self)
 
 
-DoneCallback = Callable[[Job, str, Completion, bool], None]
+DoneCallback = Callable[[Job, str, Completion], None]
 
 
-def show_prompt(job: Job, show: Callable[[str], None] = print) -> None:
+def show_prompt(job: Job) -> None:
     """Print a request's messages (images shown as a placeholder) for a dry run."""
-    show(f"===== {job.item} =====")
+    print(f"===== {job.item} =====")
     for message in job.messages:
         content = message["content"]
         if not isinstance(content, str):
             content = "\n".join(part.get("text", "<image>") for part in content)
-        show(f"--- {message['role']} ---\n{content}")
+        print(f"--- {message['role']} ---\n{content}")
 
 
 def _send(backend: Backend, job: Job, settings: GenerationSettings) -> Completion:
@@ -109,7 +109,6 @@ def run_jobs(
     budget: RequestBudget,
     dry_run: bool = False,
     desc: str = "requests",
-    show: Callable[[str], None] = print,
 ) -> RunStats:
     """Answer every job from the cache or the backend; return what it cost.
 
@@ -137,7 +136,7 @@ def run_jobs(
             cache.put(key, completion)
             stats.prompt_tokens += completion.prompt_tokens
             stats.completion_tokens += completion.completion_tokens
-            on_done(job, key, completion, False)
+            on_done(job, key, completion)
             bar.update()
 
     pool = ThreadPoolExecutor(max_workers=backend.max_concurrency)
@@ -148,7 +147,7 @@ def run_jobs(
                 cached = cache.get(key)
                 if cached is not None:
                     stats.cache_hits += 1
-                    on_done(job, key, cached, True)
+                    on_done(job, key, cached)
                     bar.update()
                     continue
                 if not budget.take():
@@ -158,7 +157,7 @@ def run_jobs(
                     continue
                 stats.requests += 1
                 if dry_run:
-                    show_prompt(job, show)
+                    show_prompt(job)
                     stats.prompt_tokens += estimate_tokens(job.messages)
                     bar.update()
                     continue
@@ -192,7 +191,6 @@ def run_stage(
     budget: RequestBudget,
     dry_run: bool = False,
     desc: str = "requests",
-    show: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Answer the jobs not yet answered in ``output`` (a JSON Lines file keyed by ``image_id``).
 
@@ -209,11 +207,11 @@ def run_stage(
             todo.append(job)
     with JsonlAppender(output) as appender:
 
-        def on_done(job: Job, key: str, completion: Completion, cached: bool) -> None:
+        def on_done(job: Job, key: str, completion: Completion) -> None:
             if not dry_run:
                 appender.append(make_record(job, key, completion))
 
-        stats = run_jobs(todo, backend, settings, cache, on_done, budget=budget, dry_run=dry_run, desc=desc, show=show)
+        stats = run_jobs(todo, backend, settings, cache, on_done, budget=budget, dry_run=dry_run, desc=desc)
     summary = {"images": len(jobs), "already_answered": len(jobs) - len(todo), **stats.as_dict()}
     summary["retries"] = backend.retries - retries_before
     summary["model"] = backend.identity

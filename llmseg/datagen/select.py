@@ -232,8 +232,18 @@ def run_select(
         images_path.unlink(missing_ok=True)
 
     data = load_annotations(annotations)
-    categories = {c["id"]: spellings(c) for c in data["categories"]}
-    candidates, dropped = plan(data, rules)
+    try:
+        categories = {c["id"]: spellings(c) for c in data["categories"]}
+        unknown = {a["category_id"] for a in data["annotations"]} - set(categories)
+        candidates, dropped = plan(data, rules)
+    except (KeyError, TypeError, IndexError) as error:
+        raise ValueError(
+            f"{annotations} does not follow the COCO instances format ({error!r} is missing or wrong)"
+        ) from None
+    if unknown:
+        raise ValueError(
+            f"{annotations}: annotations use category ids missing from its categories: {sorted(unknown)[:5]}"
+        )
     config_path.write_text(json.dumps({"fingerprint": fingerprint, "rules": asdict(rules)}, indent=2) + "\n")
 
     quota = {"simple": rules.max_simple, "complex": rules.max_complex}
@@ -258,8 +268,8 @@ def run_select(
                 problem = _check_image(path, candidate.image)
                 if problem:
                     if not skip_bad:
-                        raise ValueError(f"{problem}: fix the file or pass --skip-bad to leave it out")
-                    dropped[problem.split(":")[0]] += 1
+                        raise ValueError(f"{problem[1]}: fix the file or pass --skip-bad to leave it out")
+                    dropped[problem[0]] += 1
                     continue
                 if segmenter is None and any(_box_only(a) for a in candidate.annotations):
                     if box_segmenter is None:
@@ -285,17 +295,18 @@ def run_select(
     }
 
 
-def _check_image(path: Path, image: dict[str, Any]) -> str | None:
-    """A problem with the image file, prefixed by its reason ("missing-image: ..."), or None."""
+def _check_image(path: Path, image: dict[str, Any]) -> tuple[str, str] | None:
+    """(reason, message) for an image file that cannot be used, or None."""
     if not path.is_file():
-        return f"missing-image: {path} does not exist"
+        return "missing-image", f"{path} does not exist"
     try:
         with Image.open(path) as opened:
             size = opened.size
     except (UnidentifiedImageError, OSError):
-        return f"unreadable-image: {path} is not a readable image"
+        return "unreadable-image", f"{path} is not a readable image"
     if size != (int(image["width"]), int(image["height"])):
-        return f"size-mismatch: {path} is {size[0]}x{size[1]}, the annotations say {image['width']}x{image['height']}"
+        expected = f"{image['width']}x{image['height']}"
+        return "size-mismatch", f"{path} is {size[0]}x{size[1]}, the annotations say {expected}"
     return None
 
 
