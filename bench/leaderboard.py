@@ -21,7 +21,6 @@ import platform
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import cv2
@@ -61,8 +60,7 @@ def build(folder: Path, n: int, seed: int) -> tuple[Path, list[Path]]:
         truths[sample_id] = truth
         tags = ["no-target"] if not truth.any() else (["long"] if i % 2 else ["short"])
         samples.append(Sample(sample_id, image, f"img{i}", "which one?", "", truth, "bench", tags, ignore))
-    # datasets caches a local folder by its name only: a unique name keeps splits apart
-    split = folder / f"bench-split-{n}-{uuid.uuid4().hex[:8]}"
+    split = folder / f"bench-split-{n}"
     write_dataset(split, {"test": samples}, title="leaderboard bench", description="Synthetic split.")
     files = []
     for r in range(3):

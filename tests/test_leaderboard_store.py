@@ -203,13 +203,13 @@ def test_a_pending_file_that_fails_the_ground_truth_checks_is_turned_into_a_reje
 
 def test_scores_are_recomputed_when_the_ground_truth_changes(tmp_path):
     truth = make_masks(seed=1)
-    settings = LeaderboardSettings.from_env({}, db_path=tmp_path / "lb.sqlite", data=str(write_split(tmp_path, truth)))
+    folder = write_split(tmp_path, truth)
+    settings = LeaderboardSettings.from_env({}, db_path=tmp_path / "lb.sqlite", data=str(folder))
     path = predictions_file(tmp_path / "p.jsonl", truth)
     assert Leaderboard(settings).submit(path, model_name="perfect", user="lee").giou == 1.0
-    fixed = write_split(tmp_path, shifted(truth, 3))  # the maintainer publishes corrected ground truth
-    settings = LeaderboardSettings.from_env({}, db_path=settings.db_path, data=str(fixed))
+    write_split(tmp_path, shifted(truth, 3), name=folder.name)  # the maintainer corrects the ground truth in place
     board = Leaderboard(settings)
-    expected = evaluate(read_predictions(path), References.from_data(str(fixed), "test"))
+    expected = evaluate(read_predictions(path), References.from_data(str(folder), "test"))
     (row,) = _rows(settings.db_path)
     assert json.loads(row["scores"])["giou"] == expected.giou < 1.0
     assert board.table()["gIoU"].tolist() == [round(100 * expected.giou, 1)]

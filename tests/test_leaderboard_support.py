@@ -33,13 +33,12 @@ def make_masks(n: int = N_SAMPLES, *, seed: int = 0) -> dict[str, np.ndarray]:
     return masks
 
 
-def write_split(parent: Path, masks: dict[str, np.ndarray]) -> Path:
-    """Write ``masks`` as a test split with ground truth into a new folder under ``parent``.
+def write_split(parent: Path, masks: dict[str, np.ndarray], *, name: str | None = None) -> Path:
+    """Write ``masks`` as a test split with ground truth into ``parent/name`` (a new folder by default).
 
-    Sample 0 has an ignore region. The folder's name is unique because ``datasets`` caches a
-    local folder by its name (not its path or content), so two same-named splits would collide.
+    Sample 0 has an ignore region.
     """
-    folder = parent / f"split-{uuid.uuid4().hex[:12]}"
+    folder = parent / (name or f"split-{uuid.uuid4().hex[:12]}")
     samples = []
     for i, (sample_id, mask) in enumerate(masks.items()):
         ignore = None
