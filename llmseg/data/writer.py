@@ -99,7 +99,7 @@ def _write_split(rows: Iterator[dict[str, Any]], directory: Path, split: str, sc
         if len(buffer) == ROWS_PER_SHARD:
             _flush(buffer, directory / f"{split}-{shard:05d}.parquet", schema)
             shard, buffer = shard + 1, []
-    if buffer or count == 0:
+    if buffer:  # an empty split gets no shard: datasets cannot load a zero-row parquet file
         _flush(buffer, directory / f"{split}-{shard:05d}.parquet", schema)
     return count
 
@@ -164,7 +164,10 @@ def write_dataset(
             )
         else:
             counts[split] = _write_split((_row(s, with_ground_truth=True) for s in samples), out, split, schema)
-    (out / "README.md").write_text(_public_card(title, description, list(splits), holdout))
+    written = [split for split in splits if counts[split]]
+    if not written:
+        raise ValueError("every split is empty: nothing to write")
+    (out / "README.md").write_text(_public_card(title, description, written, holdout))
     return counts
 
 

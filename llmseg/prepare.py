@@ -1,0 +1,126 @@
+"""Compute proposals once per image and their IoU/IoP targets per question, for training.
+
+SAM (or the colour generator) is the slowest stage and its output never changes during
+training, so ``python -m llmseg prepare`` runs it once and stores, per question: the proposals
+as compact COCO RLE, their generator scores, and their IoU and IoP against the question's ground
+truth (outside ignore regions). Training then reads these rows with ``datasets``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+from tqdm import tqdm
+
+from eval import rle
+from eval.contract import load_split
+from llmseg.model.config import LLMSegConfig
+from llmseg.model.losses import overlap_targets
+from llmseg.model.proposals import ProposalGenerator, Proposals, build_proposal_generator
+
+PREPARED_FEATURES = datasets.Features(
+    {
+        "id": datasets.Value("string"),
+        "image_id": datasets.Value("string"),
+        "proposals": datasets.List({"size": datasets.List(datasets.Value("int32")), "counts": datasets.Value("string")}),
+        "scores": datasets.List(datasets.Value("float32")),
+        "iou": datasets.List(datasets.Value("float32")),
+        "iop": datasets.List(datasets.Value("float32")),
+        "has_target": datasets.Value("bool"),
+    }
+)
+
+
+def image_array(image: Any) -> np.ndarray:
+    """A dataset ``Image`` cell (PIL) -> HWC uint8 RGB array."""
+    return np.asarray(image.convert("RGB"))
+
+
+def prepared_rows(dataset: datasets.Dataset, generator: ProposalGenerator, *, desc: str) -> Iterator[dict[str, Any]]:
+    """One row per question; the generator runs once per distinct ``image_id`` in a run of equal ids."""
+    last_image_id: str | None = None
+    proposals: Proposals | None = None
+    encoded: list[dict[str, Any]] = []
+    for sample in tqdm(dataset, desc=desc, unit="question"):
+        if sample["image_id"] != last_image_id or proposals is None:
+            proposals = generator(image_array(sample["image"]))
+            encoded = [rle.encode(mask) for mask in proposals.masks]
+            last_image_id = sample["image_id"]
+        target = np.asarray(sample["mask"].convert("L")) > 127
+        ignore = np.asarray(sample["ignore"].convert("L")) > 127 if sample["ignore"] is not None else None
+        iou, iop = overlap_targets(proposals.masks, target, ignore)
+        yield {
+            "id": sample["id"],
+            "image_id": sample["image_id"],
+            "proposals": encoded,
+            "scores": proposals.scores.astype(np.float32).tolist(),
+            "iou": iou.astype(np.float32).tolist(),
+            "iop": iop.astype(np.float32).tolist(),
+            "has_target": bool(target.any()),
+        }
+
+
+def prepare(
+    config: LLMSegConfig,
+    data: str,
+    split: str,
+    out: str | Path,
+    *,
+    limit: int | None = None,
+    device: str = "cpu",
+) -> Path:
+    """Write ``<out>/<split>.parquet`` with proposals and targets for every question of the split."""
+    dataset = load_split(data, split)
+    if limit is not None:
+        dataset = dataset.select(range(min(limit, len(dataset))))
+    generator = build_proposal_generator(config.proposals, device=device)
+    table = datasets.Dataset.from_list(
+        list(prepared_rows(dataset, generator, desc=f"proposals for {split}")), features=PREPARED_FEATURES
+    )
+    target = Path(out) / f"{split}.parquet"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(str(target))
+    return target
+
+
+def load_prepared(out: str | Path, split: str) -> datasets.Dataset:
+    """Read what ``prepare`` wrote; a clear error says which command makes it."""
+    path = Path(out) / f"{split}.parquet"
+    if not path.is_file():
+        raise ValueError(f"{path} not found: run `python -m llmseg prepare --split {split} --out {out} ...` first")
+    return datasets.Dataset.from_parquet(str(path), features=PREPARED_FEATURES)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("prepare", help="compute proposals and their IoU/IoP targets once per split")
+    parser.add_argument("--preset", required=True, help="preset name or model folder (its proposal settings are used)")
+    parser.add_argument("--data", required=True, help="dataset folder or Hub id")
+    parser.add_argument("--split", action="append", required=True, help="split to prepare (repeatable)")
+    parser.add_argument("--out", required=True, help="folder for <split>.parquet")
+    parser.add_argument("--limit", type=int, default=None, help="prepare only the first N questions of each split")
+    parser.add_argument("--device", default="cpu")
+    parser.set_defaults(run=_run)
+
+
+def starting_point(name_or_path: str) -> tuple[LLMSegConfig, Path | None]:
+    """(config, weights folder) to train from: a preset starts from its config (pretrained bases,
+    fresh heads), a model folder from its saved weights."""
+    from llmseg.model import checkpoint
+    from llmseg.model.presets import PRESETS, get_preset
+
+    if name_or_path in PRESETS and not Path(name_or_path).is_dir():
+        return get_preset(name_or_path), None
+    return checkpoint.resolve(name_or_path)
+
+
+def _run(args: argparse.Namespace) -> int:
+    config, _ = starting_point(args.preset)
+    for split in args.split:
+        path = prepare(config, args.data, split, args.out, limit=args.limit, device=args.device)
+        print(f"wrote {path}")
+    return 0
