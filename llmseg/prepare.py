@@ -27,7 +27,9 @@ PREPARED_FEATURES = datasets.Features(
     {
         "id": datasets.Value("string"),
         "image_id": datasets.Value("string"),
-        "proposals": datasets.List({"size": datasets.List(datasets.Value("int32")), "counts": datasets.Value("string")}),
+        "proposals": datasets.List(
+            {"size": datasets.List(datasets.Value("int32")), "counts": datasets.Value("string")}
+        ),
         "scores": datasets.List(datasets.Value("float32")),
         "iou": datasets.List(datasets.Value("float32")),
         "iop": datasets.List(datasets.Value("float32")),

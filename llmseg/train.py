@@ -191,7 +191,9 @@ def validate(model: LLMSeg, data: TrainingData, references: References, *, batch
             count = len(sample["proposals"])
             iop = output.iop[row, :count].float().cpu().numpy()
             similarity = output.similarity[row, :count].float().cpu().numpy()
-            chosen = select(iop, similarity, model.config.selection, None if existence is None else float(existence[row]))
+            chosen = select(
+                iop, similarity, model.config.selection, None if existence is None else float(existence[row])
+            )
             mask = sample["proposals"][chosen].any(axis=0) if chosen.any() else np.zeros_like(sample["target"])
             predictions[sample["id"]] = rle.encode(mask)
     model.train(was_training)
@@ -335,7 +337,9 @@ def _validate_and_keep_best(
     if not accelerator.is_main_process:
         accelerator.wait_for_everyone()
         return
-    report, loss = validate(_unwrap(accelerator, model), data, references, batch_size=train_config.validation_batch_size)
+    report, loss = validate(
+        _unwrap(accelerator, model), data, references, batch_size=train_config.validation_batch_size
+    )
     row: dict[str, float] = {"val_loss": loss, "val_giou": report.giou, "val_ciou": report.ciou}
     row.update({f"val_giou/{tag}": scores["giou"] for tag, scores in sorted(report.by_tag.items())})
     _log(output, state["step"], row, accelerator)
@@ -427,7 +431,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     config, directory = starting_point(args.preset)
     overrides = {
-        name[len("set_") :]: value for name, value in vars(args).items() if name.startswith("set_") and value is not None
+        name[len("set_") :]: value
+        for name, value in vars(args).items()
+        if name.startswith("set_") and value is not None
     }
     train_config = train_config_for(config.name, overrides)
     output = args.output or f"runs/{Path(args.preset).name}"

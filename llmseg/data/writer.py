@@ -68,7 +68,10 @@ def _row(sample: Sample, *, with_ground_truth: bool) -> dict[str, Any]:
         height, width = sample.mask.shape
     row: dict[str, Any] = {
         "id": sample.id,
-        "image": {"bytes": png_bytes(sample.image, mode="RGB") if not isinstance(sample.image, bytes) else sample.image, "path": None},
+        "image": {
+            "bytes": png_bytes(sample.image, mode="RGB") if not isinstance(sample.image, bytes) else sample.image,
+            "path": None,
+        },
         "image_id": sample.image_id,
         "query": sample.query,
         "answer": sample.answer,
@@ -159,9 +162,7 @@ def write_dataset(
             samples = list(samples)
             counts[split] = _write_split((_row(s, with_ground_truth=True) for s in samples), gt_dir, split, schema)
             _write_split((_row(s, with_ground_truth=False) for s in samples), out, split, schema)
-            (gt_dir / "README.md").write_text(
-                card(f"{title} ({split} ground truth)", description, [split])
-            )
+            (gt_dir / "README.md").write_text(card(f"{title} ({split} ground truth)", description, [split]))
         else:
             counts[split] = _write_split((_row(s, with_ground_truth=True) for s in samples), out, split, schema)
     written = [split for split in splits if counts[split]]
