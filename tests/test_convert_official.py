@@ -39,7 +39,7 @@ WORDS = f"{SYSTEM} {LONG_QUERY} What is {SHORT_QUERY} in this image? Please outp
 
 
 def tiny_sizes(**overrides: int) -> dict[str, int]:
-    """Release structure at toy widths (the release: hidden 4096, 32 layers, CLIP/DINOv2 width 1024, ...)."""
+    """Release structure at toy widths; ``RELEASE_7B`` holds the release's own."""
     sizes = dict(
         vocab=0,  # set from the test tokenizer: base + 4
         hidden=256,  # 2 heads of 128, as LLaMA's head size
@@ -47,6 +47,7 @@ def tiny_sizes(**overrides: int) -> dict[str, int]:
         layers=2,
         lora_r=8,
         clip_width=64,
+        clip_intermediate=128,
         clip_layers=2,
         clip_positions=257,  # 224 px / 14 = 16 x 16 patches + CLS, as CLIP ViT-L/14-224
         dino_width=64,
@@ -61,13 +62,36 @@ def tiny_sizes(**overrides: int) -> dict[str, int]:
     return sizes
 
 
-def release_module(sizes: dict[str, int], seed: int = 0) -> collections.OrderedDict[str, torch.Tensor]:
-    """The release's ``module`` dict (official-checkpoint.md's key groups), random bf16 values."""
+# The release's sizes (official-checkpoint.md), for the benchmarks that build full-width checkpoints.
+RELEASE_7B = dict(
+    vocab=32004,
+    hidden=4096,
+    intermediate=11008,
+    layers=32,
+    lora_r=8,
+    clip_width=1024,
+    clip_intermediate=4096,
+    clip_layers=24,
+    clip_positions=257,
+    dino_width=1024,
+    dino_layers=24,
+    dino_positions=1370,
+    fusion=256,
+    fusion_mlp=2048,
+    iop_hidden=128,
+    embedding_hidden=2048,
+)
+
+
+def release_module(
+    sizes: dict[str, int], seed: int = 0, std: float = 0.5
+) -> collections.OrderedDict[str, torch.Tensor]:
+    """The release's ``module`` dict (official-checkpoint.md's key groups), random bf16 values of spread ``std``."""
     generator = torch.Generator().manual_seed(seed)
     module: collections.OrderedDict[str, torch.Tensor] = collections.OrderedDict()
 
     def add(name: str, *shape: int) -> None:
-        module[P + name] = (torch.randn(*shape, generator=generator) * 0.5).to(torch.bfloat16)
+        module[P + name] = (torch.randn(*shape, generator=generator) * std).to(torch.bfloat16)
 
     s = sizes
     h, v = s["hidden"], s["vocab"]
@@ -103,9 +127,9 @@ def release_module(sizes: dict[str, int], seed: int = 0) -> collections.OrderedD
         for norm in ("layer_norm1", "layer_norm2"):
             add(f"{layer}{norm}.weight", c)
             add(f"{layer}{norm}.bias", c)
-        add(f"{layer}mlp.fc1.weight", 2 * c, c)
-        add(f"{layer}mlp.fc1.bias", 2 * c)
-        add(f"{layer}mlp.fc2.weight", c, 2 * c)
+        add(f"{layer}mlp.fc1.weight", s["clip_intermediate"], c)
+        add(f"{layer}mlp.fc1.bias", s["clip_intermediate"])
+        add(f"{layer}mlp.fc2.weight", c, s["clip_intermediate"])
         add(f"{layer}mlp.fc2.bias", c)
     add(clip + "post_layernorm.weight", c)
     add(clip + "post_layernorm.bias", c)
@@ -538,3 +562,15 @@ def test_command_line_converts(release, tmp_path):
     assert args.handler(args) == 0
     tensors = load_file(tmp_path / "m" / "selector.safetensors")
     assert all(tensor.dtype == torch.float32 for tensor in tensors.values())
+
+
+def test_streamed_safetensors_are_the_bytes_save_file_writes(tmp_path):
+    from safetensors.torch import save_file
+
+    tensors = {
+        name: torch.randn(*shape).to(torch.bfloat16) for name, shape in (("b.w", (3, 5)), ("a", (7,)), ("c", (1,)))
+    }
+    outputs = {name: convert_official.Output(tuple(t.shape), (), lambda t=t: t) for name, t in tensors.items()}
+    convert_official.write_safetensors(tmp_path / "streamed.safetensors", outputs, dtype=torch.bfloat16)
+    save_file(tensors, tmp_path / "reference.safetensors", metadata={"format": "pt"})
+    assert (tmp_path / "streamed.safetensors").read_bytes() == (tmp_path / "reference.safetensors").read_bytes()

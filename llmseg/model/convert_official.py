@@ -15,8 +15,8 @@ by name. The output folder, in ``llmseg.model.checkpoint``'s layout:
     adapter/                     the peft adapter LLMSeg expects on top of llava/: just the [SEG] rows
     conversion_report.json       where every source key went, or why it was dropped
 
-The file is read memory-mapped and written one safetensors shard at a time, releasing the
-source pages as each shard is done, so conversion needs far less RAM than the file's size.
+The file is read memory-mapped and the output written tensor by tensor, each tensor's source
+pages released once it is on disk, so conversion needs far less RAM than the file's size.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import os
 import pickle
 import re
 import shutil
+import struct
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
@@ -38,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from llmseg.model.config import (
@@ -55,7 +55,8 @@ SOURCE_PREFIX = "base_model.model."
 REPORT_FILE = "conversion_report.json"
 LLAVA_DIR, DINOV2_DIR = "llava", "dinov2"
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-DEFAULT_MAX_SHARD_SIZE = "2GB"
+DEFAULT_MAX_SHARD_SIZE = "5GB"
+_SAFETENSORS_DTYPES = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}
 
 # The release's LoRA: alpha 16 (the rank, 8, is read from the factors' shapes).
 RELEASE_LORA_ALPHA = 16
@@ -761,6 +762,42 @@ def _materialise(output: Output, dtype: torch.dtype, name: str) -> torch.Tensor:
     return tensor
 
 
+def write_safetensors(
+    path: Path,
+    outputs: Mapping[str, Output],
+    *,
+    dtype: torch.dtype,
+    release: Callable[[Iterable[str]], None] = lambda keys: None,
+    progress: tqdm | None = None,
+) -> None:
+    """``outputs`` as one safetensors file, byte for byte what ``safetensors.torch.save_file`` writes.
+
+    Unlike save_file, which takes every tensor of the file at once, tensors are made, written
+    and let go one at a time, ``release`` getting each one's source keys: a shard never has to
+    be resident as a whole, so memory does not grow with the shard size.
+    """
+    names = sorted(outputs)  # save_file's data order for tensors of one dtype
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name in names:
+        size = math.prod(outputs[name].shape) * itemsize
+        entry = {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": list(outputs[name].shape)}
+        header[name] = {**entry, "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned
+    with open(path, "wb") as file:
+        file.write(struct.pack("<Q", len(encoded)) + encoded)
+        for name in names:
+            tensor = _materialise(outputs[name], dtype, name)
+            file.write(tensor.reshape(-1).view(torch.uint8).numpy().data)
+            if progress is not None:
+                progress.update(tensor.nbytes)
+            del tensor
+            release(outputs[name].sources)
+
+
 def write_shards(
     directory: Path,
     outputs: Mapping[str, Output],
@@ -772,8 +809,7 @@ def write_shards(
 ) -> None:
     """Write ``outputs`` (keyed by on-disk name) as ``model.safetensors`` or shards + index, as save_pretrained does.
 
-    Shards are cut by huggingface_hub's splitter from meta placeholders, then made and written
-    one at a time; ``release`` is called with each shard's source keys once it is on disk.
+    Shards are cut by huggingface_hub's splitter (save_pretrained's) from meta placeholders.
     """
     from huggingface_hub import split_torch_state_dict_into_shards
 
@@ -783,24 +819,12 @@ def write_shards(
     )
     with tqdm(total=split.metadata["total_size"], unit="B", unit_scale=True, desc=description) as progress:
         for filename, names in split.filename_to_tensors.items():
-            shard = {name: _materialise(outputs[name], dtype, name) for name in names}
-            save_file(shard, str(directory / filename), metadata={"format": "pt"})
-            progress.update(sum(tensor.nbytes for tensor in shard.values()))
-            del shard
-            release(key for name in names for key in outputs[name].sources)
+            shard = {name: outputs[name] for name in names}
+            write_safetensors(directory / filename, shard, dtype=dtype, release=release, progress=progress)
     if split.is_sharded:
         total = sum(math.prod(output.shape) for output in outputs.values())
         index = {"metadata": {"total_parameters": total, **split.metadata}, "weight_map": split.tensor_to_filename}
         (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-
-
-def write_file(path: Path, outputs: Mapping[str, Output], *, dtype: torch.dtype) -> None:
-    """One small safetensors file (the selector or the region encoder's conv)."""
-    save_file(
-        {name: _materialise(output, dtype, name) for name, output in outputs.items()},
-        str(path),
-        metadata={"format": "pt"},
-    )
 
 
 # -- the whole conversion --------------------------------------------------------------------
@@ -879,10 +903,12 @@ def convert_official(
         GenerationConfig.from_model_config(llava).save_pretrained(staging / LLAVA_DIR)
         processor.save_pretrained(staging / LLAVA_DIR)
         dinov2.save_pretrained(staging / DINOV2_DIR)
-        write_file(staging / llmseg_checkpoint.SELECTOR_FILE, plan.parts["selector"], dtype=DTYPES[dtype])
-        write_file(staging / llmseg_checkpoint.REGION_ENCODER_FILE, plan.parts["region_encoder"], dtype=DTYPES[dtype])
+        write_safetensors(staging / llmseg_checkpoint.SELECTOR_FILE, plan.parts["selector"], dtype=DTYPES[dtype])
+        write_safetensors(
+            staging / llmseg_checkpoint.REGION_ENCODER_FILE, plan.parts["region_encoder"], dtype=DTYPES[dtype]
+        )
         (staging / llmseg_checkpoint.ADAPTER_DIR).mkdir()
-        write_file(
+        write_safetensors(
             staging / llmseg_checkpoint.ADAPTER_DIR / llmseg_checkpoint.ADAPTER_WEIGHTS, adapter, dtype=DTYPES[dtype]
         )
         config.save_pretrained(staging)
@@ -965,7 +991,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-shard-size",
         default=DEFAULT_MAX_SHARD_SIZE,
-        help="largest safetensors shard (bounds the RAM conversion needs; default %(default)s)",
+        help="largest safetensors shard of llava/ and dinov2/ (default %(default)s)",
     )
     parser.set_defaults(handler=_run)
 
