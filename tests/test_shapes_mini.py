@@ -59,3 +59,16 @@ def test_committed_rows_are_what_the_generator_makes(
     assert (row["id"], row["query"], row["answer"], row["tags"]) == (made.id, made.query, made.answer, made.tags)
     assert np.array_equal(np.asarray(row["image"]), np.asarray(Image.open(io.BytesIO(made.image))))
     assert np.array_equal(np.asarray(row["mask"]) > 0, made.mask)
+
+
+def test_committed_baseline_predictions_cover_the_test_split(heldout: datasets.DatasetDict) -> None:
+    from eval import evaluate, read_predictions
+
+    truth = heldout["test"]
+    files = sorted((HELDOUT / "baselines").glob("*.jsonl"))
+    assert {f.stem for f in files} >= {"empty", "full-image", "random-object", "largest-object", "oracle-best-instance"}
+    for path in files:
+        assert set(read_predictions(path)) == set(truth["id"]), path.name
+    # An empty prediction is right exactly on the questions whose ground truth is empty.
+    empty_truths = sum(not np.asarray(mask).any() for mask in truth["mask"])
+    assert evaluate(HELDOUT / "baselines" / "empty.jsonl", truth, n_bootstrap=0).giou == empty_truths / truth.num_rows

@@ -46,7 +46,7 @@ CATEGORIES = ("attribute", "implicit", "relation", "comparative", "unique", "neg
 TAGS = CATEGORIES + ("multi-target", "no-target")
 AnswerSize = Literal["one", "many", "none"]
 HEADS = ("object", "shape", "thing")
-NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight")
+NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}  # a scene has 2 to 8 objects
 
 # --- Wording ---------------------------------------------------------------------------------------------
 
@@ -336,7 +336,7 @@ def vocabulary() -> list[str]:
     Built from the fixed word lists and templates themselves (not from generated samples), so a
     word-level tokenizer made from it covers every split of every seed.
     """
-    pieces: list[str] = list(PALETTE) + list(NUMBERS)
+    pieces: list[str] = list(PALETTE) + list(NUMBERS.values())
     for noun in (*SHAPE_KINDS, *HEADS):
         pieces += [noun, plural_of(noun)]
     pieces += [fact.text for fact in SHAPE_FACTS + COLOUR_FACTS]
