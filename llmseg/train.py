@@ -17,6 +17,7 @@ import json
 import math
 import typing
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -293,10 +294,15 @@ def train(
     if state["step"] == 0:  # the untrained score: where the curve starts
         _validate_and_keep_best(accelerator, model, validation_data, references, train_config, output, state)
     running: dict[str, list[float]] = {}
+    # Decoding images and proposal masks overlaps with the model's step in one background thread.
+    prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batches")
+    unwrapped = _unwrap(accelerator, model)
+    upcoming = prefetcher.submit(train_data.batch, unwrapped, next(batches))
     while state["step"] < end:
         for _ in range(train_config.gradient_accumulation_steps):
             with accelerator.accumulate(model):
-                batch, _ = train_data.batch(_unwrap(accelerator, model), next(batches))
+                batch, _ = upcoming.result()
+                upcoming = prefetcher.submit(train_data.batch, unwrapped, next(batches))
                 out = model(batch)
                 accelerator.backward(out.loss)
                 if accelerator.sync_gradients:
@@ -320,6 +326,7 @@ def train(
         if step % train_config.checkpoint_every == 0 or step == end:
             _checkpoint(accelerator, last, state)
     progress.close()
+    prefetcher.shutdown(cancel_futures=True)
     if accelerator.is_main_process:
         plot_metrics(output / METRICS_CSV, output / "training.png")
     return state
