@@ -98,7 +98,7 @@ def tiny() -> LLMSegConfig:
     """Random weights, about 0.3M parameters, the release's choices (LoRA, frozen backbones): for tests."""
     return LLMSegConfig(
         name="tiny",
-        proposals=ProposalConfig(kind="color", max_proposals=16, max_side=128, pool_size=32, min_region_area=4),
+        proposals=ProposalConfig(kind="color", max_proposals=16, max_side=256, pool_size=32, min_region_area=4),
         region_encoder=RegionEncoderConfig(
             dinov2=None,
             dinov2_config=tiny_dinov2_config(image_size=64, width=32),

@@ -153,14 +153,14 @@ class VLM(nn.Module):
         input_ids, attention_mask = self._pad([prompt.input_ids for prompt in prompts])
         if image_features is None:
             image_features = self.image_features(images)
-        embeddings = self.llava.get_input_embeddings()(input_ids)
-        image_slots = (input_ids == self.llava.config.image_token_id)[..., None].expand_as(embeddings)
-        if image_slots.sum() != image_features.numel():
+        image_slots = input_ids == self.llava.config.image_token_id
+        if image_features.shape[:2] != (len(prompts), self.image_token_count):
             raise ValueError(
-                f"{int(image_slots.sum()) // embeddings.shape[-1]} image tokens in the prompts but image features "
-                f"of shape {tuple(image_features.shape)}: pass one feature row per image token"
+                f"{self.image_token_count} image tokens per prompt but image features of shape "
+                f"{tuple(image_features.shape)}: pass one feature row per image token"
             )
-        embeddings = embeddings.masked_scatter(image_slots, image_features.to(embeddings.dtype))
+        embeddings = self.llava.get_input_embeddings()(input_ids)
+        embeddings = embeddings.masked_scatter(image_slots[..., None], image_features.to(embeddings.dtype))
         hidden = self.llava.model(inputs_embeds=embeddings, attention_mask=attention_mask).last_hidden_state
 
         rows = torch.arange(len(prompts), device=hidden.device)
