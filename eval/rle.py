@@ -119,7 +119,8 @@ def _check_counts(counts: Sequence[bytes], pixels: np.ndarray) -> tuple[np.ndarr
     Decodes all strings in one pass over their concatenation, the way pycocotools' ``rleFrString``
     does: each run is a little-endian group of 5-bit digits, one character each (``chr(48 + d)``;
     bit 0x20 = "more characters follow", bit 0x10 of the last = sign); from the fourth run on, a
-    value is a delta to the run two places back; runs are kept modulo 2**32 (C ``unsigned int``).
+    value is a delta to the run two places back; runs are C ``unsigned int``s, so the arithmetic
+    is done in wrapping uint32 too.
     """
     n = len(counts)
     problems = np.zeros(n, dtype=np.int8)
@@ -135,7 +136,8 @@ def _check_counts(counts: Sequence[bytes], pixels: np.ndarray) -> tuple[np.ndarr
         return np.searchsorted(bounds, char_positions, side="right")
 
     chars = np.frombuffer(b"".join(counts), dtype=np.uint8) - np.uint8(48)  # bytes below "0" wrap above 63
-    flag(strings_of(np.flatnonzero(chars > 63)), 1)
+    if chars.max(initial=0) > 63:
+        flag(strings_of(np.flatnonzero(chars > 63)), 1)
     more = chars >= 32
     nonempty = np.flatnonzero(lengths)
     last = bounds[nonempty] - 1
@@ -145,43 +147,45 @@ def _check_counts(counts: Sequence[bytes], pixels: np.ndarray) -> tuple[np.ndarr
     starts = np.zeros_like(ends)
     starts[1:] = ends[:-1] + 1
     group_sizes = ends - starts + 1
-    flag(strings_of(ends[group_sizes > _MAX_CHARS_PER_RUN]), 3)
+    longest = int(group_sizes.max(initial=0))
+    if longest > _MAX_CHARS_PER_RUN:
+        flag(strings_of(ends[group_sizes > _MAX_CHARS_PER_RUN]), 3)
 
-    values = (chars[starts] & 0x1F).astype(np.int64)
-    for j in range(1, min(int(group_sizes.max(initial=0)), _MAX_CHARS_PER_RUN)):
+    values = (chars[starts] & 0x1F).astype(np.uint32)
+    for j in range(1, min(longest, _MAX_CHARS_PER_RUN)):
         longer = np.flatnonzero(group_sizes > j)
-        values[longer] += (chars[starts[longer] + j] & 0x1F).astype(np.int64) << (5 * j)
-    sign = ((chars[ends] >> 4) & 1).astype(np.int64)  # bit 0x10 of a group's last character
-    values -= sign << (5 * np.minimum(group_sizes, _MAX_CHARS_PER_RUN))
+        values[longer] += (chars[starts[longer] + j] & 0x1F).astype(np.uint32) << np.uint32(5 * j)
+    sign = ((chars[ends] >> 4) & 1).astype(np.uint32)  # bit 0x10 of a group's last character
+    values -= sign << (5 * np.minimum(group_sizes, _MAX_CHARS_PER_RUN)).astype(np.uint32)
 
     groups = np.diff(np.searchsorted(ends, bounds), prepend=0)  # runs per string
     first = np.cumsum(groups) - groups
-    runs = _undo_deltas(values, first, groups) & 0xFFFFFFFF
+    runs = _undo_deltas(values, first, groups)
     heads = first[nonempty]
     zero = runs == 0
     zero[heads] = False
-    flag(strings_of(ends[zero]), 4)
+    if zero.any():
+        flag(strings_of(ends[zero]), 4)
     totals = np.zeros(n, dtype=np.int64)
     if heads.size:
-        totals[nonempty] = np.add.reduceat(runs, heads)
+        totals[nonempty] = np.add.reduceat(runs, heads, dtype=np.int64)
     flag(np.flatnonzero(totals != pixels), 5)
     return problems, totals
 
 
 def _undo_deltas(values: np.ndarray, first: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """Run k of a string = value k + run k-2 for k >= 3: a cumulative sum over every other run,
-    restarted at each string, the head (k = 0) standing alone. Integer overflow wraps, which is
-    harmless: the caller keeps the runs modulo 2**32."""
+    restarted at each string, the head (k = 0) standing alone; uint32 wrapping, as in C."""
     heads = first[groups > 0]
     restarted = values.copy()
     restarted[heads] = 0
     runs = np.empty_like(values)
     for parity in (0, 1):
-        every_other = np.cumsum(restarted[parity::2])
+        every_other = np.cumsum(restarted[parity::2], dtype=np.uint32)
         # Each string's runs of this parity form one block of the strided view; subtract the sum before it.
         block_start = (first + 1 - parity) // 2
         block_end = (first + groups + 1 - parity) // 2
-        before = np.concatenate(([0], every_other))[block_start]
+        before = np.concatenate((np.zeros(1, np.uint32), every_other))[block_start]
         runs[parity::2] = every_other - np.repeat(before, block_end - block_start)
     runs[heads] = values[heads]
     return runs
