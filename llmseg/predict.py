@@ -2,8 +2,9 @@
 
 Resumable: ids already in the output file are skipped, and a line cut short by an interrupted
 run is dropped. Shardable: under ``accelerate launch -m llmseg predict ...`` process i of n takes
-every n-th sample (from i), appends to ``OUT.part<i>`` on its own device, and the main process
-merges the parts into ``OUT`` when all are done.
+the i-th contiguous block of the split (so questions about one image stay together and share
+its cached proposals and features), appends to ``OUT.part<i>`` on its own device, and the main
+process merges the parts into ``OUT`` when all are done.
 """
 
 from __future__ import annotations
@@ -81,11 +82,12 @@ def predict_split(
     target = out if num_processes == 1 else part_path(out, process_index)
     done = completed_ids(target) | (completed_ids(out) if target != out else set())
     ids = dataset["id"]
-    todo = [index for index in range(process_index, len(ids), num_processes) if ids[index] not in done]
+    first, last = len(ids) * process_index // num_processes, len(ids) * (process_index + 1) // num_processes
+    todo = [index for index in range(first, last) if ids[index] not in done]
     if not todo:
         return target
 
-    segmenter = Segmenter(LLMSeg.from_pretrained(model_name, device=device), cache_size=1)
+    segmenter = Segmenter(LLMSeg.from_pretrained(model_name, device=device), cache_size=4)
     with target.open("a", encoding="utf-8") as file:
         for index in tqdm(todo, desc=f"predict {split}", unit="sample", disable=not show_progress):
             row = dataset[index]

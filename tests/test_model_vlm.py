@@ -168,3 +168,10 @@ def test_lora_trains_only_the_language_model_and_the_seg_rows(vlm):
         assert ("language_model" in name and "lora_" in name) or "trainable_tokens_delta" in name, name
     assert any("lm_head" in name for name in trainable)  # untied output row of <SEG>
     assert not any("vision_tower" in name or "multi_modal_projector" in name for name in trainable)
+
+
+def test_a_chat_template_without_the_image_is_a_clear_error(vlm, monkeypatch):
+    text_only = "{% for m in messages %}{% for part in m['content'] if part['type'] == 'text' %}{{ part['text'] }}"
+    monkeypatch.setattr(vlm.processor, "chat_template", text_only + "{% endfor %}{% endfor %}")
+    with pytest.raises(ValueError, match="must place one <image>"):
+        vlm.encode([scene()], ["the red square"])

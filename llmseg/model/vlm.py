@@ -235,9 +235,12 @@ class VLM(nn.Module):
         if question_start < 0:
             raise ValueError("the processor's chat template rewrites the question text; use prompt_style='official'")
         encoded = self.tokenizer(text, return_offsets_mapping=True)
+        input_ids = list(encoded["input_ids"])
+        if input_ids.count(self.llava.config.image_token_id) != self.image_token_count:
+            raise ValueError(f"the chat template must place one {image_token} in the prompt; it placed none or more")
         start = question_start + self._template_for(question, query).index("{query}")
         query_positions = _tokens_in_span(encoded["offset_mapping"], start, start + len(query))
-        return self._with_answer(list(encoded["input_ids"]), query_positions, with_answer)
+        return self._with_answer(input_ids, query_positions, with_answer)
 
     def _official_prompt(self, question: str, query: str, *, with_answer: bool) -> _Prompt:
         tokenizer = self.tokenizer
