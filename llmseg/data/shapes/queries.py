@@ -215,6 +215,9 @@ class Relative:
         return f"{self.filter.phrase(plural)} {words} the {self.anchor.phrase(False)}"
 
 
+NEAREST_WORDS = ("nearest to", "closest to")
+
+
 @dataclass(frozen=True)
 class Nearest:
     """The object fitting a description that is nearest an anchor, edge to edge and centre to centre."""
@@ -240,7 +243,7 @@ class Nearest:
         return frozenset([by_gap])
 
     def phrase(self, plural: bool) -> str:
-        words = ("nearest to", "closest to")[self.wording]
+        words = NEAREST_WORDS[self.wording]
         return f"{self.filter.phrase(plural)} {words} the {self.anchor.phrase(False)}"
 
 
@@ -330,6 +333,9 @@ class Extreme:
         return EXTREME_WORDS[(self.measure, self.most)][self.wording].format(self.filter.phrase(plural))
 
 
+COMPARE_WORDS = ("bigger than", "larger than")  # "smaller than" has no second wording
+
+
 @dataclass(frozen=True)
 class SizeCompare:
     """Objects fitting a description that are bigger (or smaller) than an anchor, clearly so
@@ -359,7 +365,7 @@ class SizeCompare:
         return frozenset(found)
 
     def phrase(self, plural: bool) -> str:
-        words = ("bigger than", "larger than")[self.wording] if self.bigger else "smaller than"
+        words = COMPARE_WORDS[self.wording] if self.bigger else "smaller than"
         return f"{self.filter.phrase(plural)} {words} the {self.anchor.phrase(False)}"
 
 
@@ -434,6 +440,9 @@ class Negation:
         return f"{self.base.phrase(plural)} that {verb} {plural_of(kind) if plural else 'a ' + kind}"
 
 
+EXCEPT_WORDS = ("other than", "except")
+
+
 @dataclass(frozen=True)
 class Except:
     """Every object but one ("all objects other than the red star")."""
@@ -450,7 +459,7 @@ class Except:
         return self.candidates(facts) - {_the(self.anchor, facts).index}
 
     def phrase(self, plural: bool) -> str:
-        words = ("other than", "except")[self.wording] if plural else "other than"
+        words = EXCEPT_WORDS[self.wording] if plural else "other than"  # "the object except ..." is not English
         head = plural_of(self.head) if plural else self.head
         return f"{head} {words} the {self.anchor.phrase(False)}"
 

@@ -18,7 +18,10 @@ import numpy as np
 
 from llmseg.data.shapes.knowledge import COLOUR_FACTS, SHAPE_FACTS
 from llmseg.data.shapes.queries import (
+    COMPARE_WORDS,
+    EXCEPT_WORDS,
     EXTREME_WORDS,
+    NEAREST_WORDS,
     RELATION_WORDS,
     SOLE_WORDS,
     Ambiguous,
@@ -177,7 +180,7 @@ def _draw_attribute(facts: SceneFacts, rng: np.random.Generator, size: AnswerSiz
     if size == "none":
         colours = sorted({o.colour for o in facts.objects}) if rng.random() < 0.8 else list(PALETTE)
         kinds = sorted({o.kind for o in facts.objects}) if rng.random() < 0.8 else list(SHAPE_KINDS)
-        return Select(Filter(colour=str(_pick(rng, colours)), kind=str(_pick(rng, kinds))))
+        return Select(Filter(colour=_pick(rng, colours), kind=_pick(rng, kinds)))
     obj = _pick(rng, facts.objects)
     return Select(_pick(rng, _filters_for(obj, rng)[:3]))
 
@@ -211,7 +214,7 @@ def _draw_relation(facts: SceneFacts, rng: np.random.Generator, size: AnswerSize
     kinds = ["left", "right", "above", "below", "between"] + (["nearest"] * 2 if size == "one" else [])
     relation = str(_pick(rng, kinds))
     if relation == "nearest":
-        return Nearest(described, anchor_filter, wording=int(rng.integers(2)))
+        return Nearest(described, anchor_filter, wording=int(rng.integers(len(NEAREST_WORDS))))
     if relation == "between":
         second = _random_anchor(facts, rng, {anchor.index})
         if second is None or math.dist((anchor.x, anchor.y), (second.x, second.y)) < 0.3 * facts.scene.width:
@@ -231,7 +234,9 @@ def _draw_comparative(facts: SceneFacts, rng: np.random.Generator, size: AnswerS
     if anchor is None:
         return None
     anchor_filter: Filter = _pick(rng, _anchor_filters(facts, anchor))
-    return SizeCompare(described, anchor_filter, bigger=bool(rng.random() < 0.5), wording=int(rng.integers(2)))
+    return SizeCompare(
+        described, anchor_filter, bigger=bool(rng.random() < 0.5), wording=int(rng.integers(len(COMPARE_WORDS)))
+    )
 
 
 def _draw_unique(facts: SceneFacts, rng: np.random.Generator, size: AnswerSize) -> Query | None:
@@ -256,7 +261,7 @@ def _draw_negation(facts: SceneFacts, rng: np.random.Generator, size: AnswerSize
         if anchor is None:
             return None
         anchor_filter: Filter = _pick(rng, _anchor_filters(facts, anchor))
-        return Except(anchor_filter, head=_head(rng), wording=int(rng.integers(2)))
+        return Except(anchor_filter, head=_head(rng), wording=int(rng.integers(len(EXCEPT_WORDS))))
     other: ObjectFacts = _pick(rng, facts.objects)
     if rng.random() < 0.5:
         base = _pick(rng, [Filter(kind=obj.kind), Filter(head=_head(rng))])
@@ -341,9 +346,9 @@ def vocabulary() -> list[str]:
         pieces += [noun, plural_of(noun)]
     pieces += [fact.text for fact in SHAPE_FACTS + COLOUR_FACTS]
     pieces += [w for words in RELATION_WORDS.values() for w in words]
-    pieces += ["nearest to", "closest to", "between and", "bigger than larger than smaller than", "only a"]
+    pieces += [*NEAREST_WORDS, *COMPARE_WORDS, *EXCEPT_WORDS, *SOLE_WORDS]
     pieces += [w for words in EXTREME_WORDS.values() for w in words]
-    pieces += list(SOLE_WORDS) + ["colour shape", "that is not are not", "other than except"]
+    pieces += ["between and", "smaller than", "only a", "colour shape", "that is not are not"]  # inline wording
     pieces += [*ASK_ONE, *ASK_MANY, *ANSWER_ONE, *ANSWER_MANY, *ANSWER_NONE_ONE, *ANSWER_NONE_MANY]
     pieces += [*POSITION_WORDS.values(), "the and ,"]
     return sorted({token for piece in pieces for token in tokenize(piece.replace("{}", " "))})
