@@ -79,14 +79,14 @@ class Report:
 
     def to_table(self) -> str:
         """A plain-text table in percent: overall, then one row per tag, with 95% intervals."""
-        header = f"{'subset':<16} {'n':>7}  {'gIoU':>6}  {'95% CI':<15} {'cIoU':>6}  {'95% CI':<15}"
+        header = f"{'subset':<16} {'n':>7}  {'gIoU':>6}  {'95% CI':<16} {'cIoU':>6}  {'95% CI':<16}"
         lines = [header, "-" * len(header)]
         rows = [("overall", {"giou": self.giou, "ciou": self.ciou, "n": self.n, "ci95": self.ci95})]
         rows += list(self.by_tag.items())
         for name, scores in rows:
             lines.append(
-                f"{name:<16} {scores['n']:>7}  {100 * scores['giou']:>6.2f}  {_interval(scores['ci95']['giou']):<15} "
-                f"{100 * scores['ciou']:>6.2f}  {_interval(scores['ci95']['ciou']):<15}"
+                f"{name:<16} {scores['n']:>7}  {100 * scores['giou']:>6.2f}  {_interval(scores['ci95']['giou']):<16} "
+                f"{100 * scores['ciou']:>6.2f}  {_interval(scores['ci95']['ciou']):<16}"
             )
         if self.nciou is not None:
             lines.append(f"ncIoU (masks resized to {metrics.NCIOU_SIZE}x{metrics.NCIOU_SIZE}): {100 * self.nciou:.2f}")
