@@ -100,7 +100,9 @@ def load_prepared(out: str | Path, split: str) -> datasets.Dataset:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("prepare", help="compute proposals and their IoU/IoP targets once per split")
-    parser.add_argument("--preset", required=True, help="preset name or model folder (its proposal settings are used)")
+    parser.add_argument(
+        "--preset", required=True, help="preset name, config.json or model folder (its proposal settings are used)"
+    )
     parser.add_argument("--data", required=True, help="dataset folder or Hub id")
     parser.add_argument("--split", action="append", required=True, help="split to prepare (repeatable)")
     parser.add_argument("--out", required=True, help="folder for <split>.parquet")
@@ -110,12 +112,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def starting_point(name_or_path: str) -> tuple[LLMSegConfig, Path | None]:
-    """(config, weights folder) to train from: a preset starts from its config (pretrained bases,
-    fresh heads), a model folder from its saved weights."""
+    """(config, weights folder) to train from.
+
+    A preset name or a ``config.json`` file starts from that config (pretrained bases, fresh
+    heads); a model folder starts from its saved weights.
+    """
     from llmseg.model import checkpoint
     from llmseg.model.presets import PRESETS, get_preset
 
-    if name_or_path in PRESETS and not Path(name_or_path).is_dir():
+    path = Path(name_or_path)
+    if path.is_file() and path.suffix == ".json":
+        return LLMSegConfig.from_pretrained(path), None
+    if name_or_path in PRESETS and not path.is_dir():
         return get_preset(name_or_path), None
     return checkpoint.resolve(name_or_path)
 

@@ -17,7 +17,6 @@ import json
 import math
 import typing
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -67,6 +66,8 @@ class TrainConfig:
     validation_split: str = "validation"
     validation_limit: int | None = None
     validation_batch_size: int = 32
+    # DataLoader processes decoding images and proposals ahead of the model (0: in the main process).
+    data_workers: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -103,8 +104,12 @@ def train_config_for(preset: str, overrides: dict[str, Any] | None = None) -> Tr
     return config
 
 
-class TrainingData:
-    """A split joined with its prepared proposals; ``batch(indices)`` collates for the model."""
+class TrainingData(torch.utils.data.Dataset):
+    """A split joined with its prepared proposals; item ``i`` is question ``i`` decoded.
+
+    Decoding (PNG images and masks, RLE proposals) is the slow, model-free part of a step, so it
+    runs in DataLoader worker processes; ``collate`` then builds the model's batch.
+    """
 
     def __init__(self, split: datasets.Dataset, prepared: datasets.Dataset) -> None:
         if len(split) != len(prepared) or split["id"] != prepared["id"]:
@@ -115,34 +120,50 @@ class TrainingData:
     def __len__(self) -> int:
         return len(self.split)
 
-    def samples(self, indices: Sequence[int]) -> Iterator[dict[str, Any]]:
-        """Decoded samples: image (HWC uint8), query, proposals (K x H x W bool), target, ignore."""
-        rows = self.split.select(indices)
-        prepared = self.prepared.select(indices)
-        for sample, proposals in zip(rows, prepared, strict=True):
-            image = image_array(sample["image"])
-            height, width = image.shape[:2]
-            masks = [rle.decode(p) for p in proposals["proposals"]]
-            yield {
-                "id": sample["id"],
-                "image": image,
-                "query": sample["query"],
-                "proposals": np.stack(masks) if masks else np.zeros((0, height, width), bool),
-                "target": np.asarray(sample["mask"].convert("L")) > 127,
-                "ignore": np.asarray(sample["ignore"].convert("L")) > 127 if sample["ignore"] is not None else None,
-                "tags": sample["tags"],
-            }
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """image (HWC uint8), query, proposals (K x H x W bool), target, ignore, id, tags."""
+        sample, proposals = self.split[index], self.prepared[index]
+        image = image_array(sample["image"])
+        height, width = image.shape[:2]
+        masks = [rle.decode(p) for p in proposals["proposals"]]
+        return {
+            "id": sample["id"],
+            "image": image,
+            "query": sample["query"],
+            "proposals": np.stack(masks) if masks else np.zeros((0, height, width), bool),
+            "target": np.asarray(sample["mask"].convert("L")) > 127,
+            "ignore": np.asarray(sample["ignore"].convert("L")) > 127 if sample["ignore"] is not None else None,
+            "tags": sample["tags"],
+        }
 
-    def batch(self, model: LLMSeg, indices: Sequence[int]) -> tuple[TrainingBatch, list[dict[str, Any]]]:
-        samples = list(self.samples(indices))
-        batch = model.prepare_batch(
-            [s["image"] for s in samples],
-            [s["query"] for s in samples],
-            [s["proposals"] for s in samples],
-            [s["target"] for s in samples],
-            ignores=[s["ignore"] for s in samples],
-        )
-        return batch, samples
+
+def collate(model: LLMSeg, samples: Sequence[dict[str, Any]]) -> TrainingBatch:
+    """Decoded samples -> the model's batch (targets measured, masks resized to the feature map)."""
+    return model.prepare_batch(
+        [s["image"] for s in samples],
+        [s["query"] for s in samples],
+        [s["proposals"] for s in samples],
+        [s["target"] for s in samples],
+        ignores=[s["ignore"] for s in samples],
+    )
+
+
+def _as_list(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return samples
+
+
+def loader(
+    data: TrainingData, batches: Iterator[list[int]] | list[list[int]], workers: int
+) -> torch.utils.data.DataLoader:
+    """Decoded micro-batches in the order ``batches`` gives, decoded ahead by ``workers`` processes."""
+    return torch.utils.data.DataLoader(
+        data,
+        batch_sampler=batches,
+        num_workers=workers,
+        collate_fn=_as_list,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
 
 
 def sample_order(size: int, epoch: int, seed: int) -> np.ndarray:
@@ -173,7 +194,9 @@ def linear_warmup_cosine(step: int, warmup: int, total: int) -> float:
 
 
 @torch.no_grad()
-def validate(model: LLMSeg, data: TrainingData, references: References, *, batch_size: int) -> tuple[Report, float]:
+def validate(
+    model: LLMSeg, data: TrainingData, references: References, *, batch_size: int, workers: int = 0
+) -> tuple[Report, float]:
     """Predict every validation question from its prepared proposals; score with ``eval.evaluate``.
 
     Returns the report and the mean validation loss.
@@ -182,11 +205,10 @@ def validate(model: LLMSeg, data: TrainingData, references: References, *, batch
     model.eval()
     predictions: dict[str, dict[str, Any]] = {}
     losses = []
-    for start in range(0, len(data), batch_size):
-        indices = list(range(start, min(start + batch_size, len(data))))
-        batch, samples = data.batch(model, indices)
-        output = model(batch)
-        losses.append(float(output.loss) * len(indices))
+    batches = [list(range(start, min(start + batch_size, len(data)))) for start in range(0, len(data), batch_size)]
+    for samples in loader(data, batches, workers):
+        output = model(collate(model, samples))
+        losses.append(float(output.loss) * len(samples))
         existence = torch.sigmoid(output.existence_logit) if output.existence_logit is not None else None
         for row, sample in enumerate(samples):
             count = len(sample["proposals"])
@@ -294,16 +316,12 @@ def train(
     if state["step"] == 0:  # the untrained score: where the curve starts
         _validate_and_keep_best(accelerator, model, validation_data, references, train_config, output, state)
     running: dict[str, list[float]] = {}
-    # Decoding images and proposal masks overlaps with the model's step in one background thread.
-    prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batches")
     unwrapped = _unwrap(accelerator, model)
-    upcoming = prefetcher.submit(train_data.batch, unwrapped, next(batches))
+    micro_batches = iter(loader(train_data, batches, train_config.data_workers))
     while state["step"] < end:
         for _ in range(train_config.gradient_accumulation_steps):
             with accelerator.accumulate(model):
-                batch, _ = upcoming.result()
-                upcoming = prefetcher.submit(train_data.batch, unwrapped, next(batches))
-                out = model(batch)
+                out = model(collate(unwrapped, next(micro_batches)))
                 accelerator.backward(out.loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(parameters, train_config.max_grad_norm)
@@ -326,7 +344,7 @@ def train(
         if step % train_config.checkpoint_every == 0 or step == end:
             _checkpoint(accelerator, last, state)
     progress.close()
-    prefetcher.shutdown(cancel_futures=True)
+    del micro_batches  # stops the worker processes
     if accelerator.is_main_process:
         plot_metrics(output / METRICS_CSV, output / "training.png")
     return state
@@ -345,7 +363,11 @@ def _validate_and_keep_best(
         accelerator.wait_for_everyone()
         return
     report, loss = validate(
-        _unwrap(accelerator, model), data, references, batch_size=train_config.validation_batch_size
+        _unwrap(accelerator, model),
+        data,
+        references,
+        batch_size=train_config.validation_batch_size,
+        workers=train_config.data_workers,
     )
     row: dict[str, float] = {"val_loss": loss, "val_giou": report.giou, "val_ciou": report.ciou}
     row.update({f"val_giou/{tag}": scores["giou"] for tag, scores in sorted(report.by_tag.items())})
@@ -421,7 +443,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train a model (through accelerate: CPU, GPUs, DeepSpeed)",
         description="Every TrainConfig field is a flag: --steps, --batch-size, --learning-rate, ...",
     )
-    parser.add_argument("--preset", required=True, help="preset name (tiny, shapes, llmseg-7b) or a model folder")
+    parser.add_argument(
+        "--preset", required=True, help="preset name (tiny, shapes, llmseg-7b), a config.json, or a model folder"
+    )
     parser.add_argument("--data", required=True, help="dataset folder or Hub id with the training split")
     parser.add_argument("--validation-data", default=None, help="dataset with the validation split (default: --data)")
     parser.add_argument("--output", default=None, help="run folder (default runs/<preset>)")
