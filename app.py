@@ -39,7 +39,9 @@ CSS = """
 .gradio-container { max-width: min(1200px, 100vw) !important; margin: auto; }
 .gradio-container pre { white-space: pre-wrap; overflow-wrap: anywhere; }
 #model-banner { padding: 4px 12px; border-left: 4px solid var(--color-accent); }
-@media (max-width: 640px) { #proposal-gallery .grid-container { --grid-cols: 2 !important; } }
+#proposal-gallery .grid-wrap { min-height: 0 !important; max-height: none !important; height: auto !important; }
+@media (max-width: 900px) { #proposal-gallery .grid-container { --grid-cols: 3 !important; } }
+@media (max-width: 480px) { #proposal-gallery .grid-container { --grid-cols: 2 !important; } }
 """
 MIN_UPLOAD_MB = 25  # demo images need some room even when the predictions limit is lower
 
@@ -82,13 +84,13 @@ def build_app(
                 ).render(blocks)
             with gr.Tab("Leaderboard", id="leaderboard"):
                 if board is None:
-                    gr.Markdown(f"⚠️ **The leaderboard could not be opened:** {board_error}")
+                    gr.Markdown(f"**The leaderboard could not be opened:** {board_error}")
                 else:
                     leaderboard_tab = LeaderboardTab(board, cache_dir=settings.cache_dir, split_label=split)
                     leaderboard_tab.render(blocks)
             with gr.Tab("Submit", id="submit"):
                 if board is None:
-                    gr.Markdown(f"⚠️ **Submissions are closed: the leaderboard could not be opened:** {board_error}")
+                    gr.Markdown(f"**Submissions are closed: the leaderboard could not be opened:** {board_error}")
                 else:
                     max_mb = board_settings.max_upload_mb if board_settings is not None else MIN_UPLOAD_MB
                     submitted = SubmitTab(

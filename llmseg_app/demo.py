@@ -44,7 +44,7 @@ def model_banner(status: ModelStatus) -> str:
     if status.state == "ready":
         line = f"Model loaded in {status.load_seconds:.1f} s." if status.load_seconds is not None else "Model loaded."
     elif status.state == "failed":
-        line = f"⚠️ **The model could not be loaded**, so the demo is unavailable: {status.message}"
+        line = f"**The model could not be loaded**, so the demo is unavailable: {status.message}"
     elif status.state == "loading":
         line = "The model is loading; the first answer waits for it."
     else:
@@ -162,7 +162,11 @@ class DemoTab:
                     label="Image", type="numpy", image_mode="RGB", sources=["upload", "clipboard"], height=360
                 )
                 question = gr.Textbox(
-                    label="Question", placeholder="e.g. the shape that could roll", lines=1, max_lines=3
+                    label="Question",
+                    placeholder="e.g. the shape that could roll",
+                    lines=1,
+                    max_lines=3,
+                    elem_id="question",
                 )
                 ask = gr.Button("Segment", variant="primary", elem_id="segment-button")
             with gr.Column(scale=1, min_width=300):
@@ -170,7 +174,7 @@ class DemoTab:
                     label="Selected mask", color_map={ANSWER_LABEL: "#ff4040"}, height=360, elem_id="segment-output"
                 )
                 answer = gr.Textbox(label="Answer", interactive=False, elem_id="answer")
-                timings = gr.Markdown()
+                timings = gr.Markdown(elem_id="timings")
         if self.examples:
             gr.Examples(
                 examples=[[str(example.image_path), example.query] for example in self.examples],
@@ -181,7 +185,7 @@ class DemoTab:
         with gr.Accordion("Why this mask: the top proposals", open=True):
             gallery = gr.Gallery(
                 label="Top proposals by predicted IoP (red = selected)",
-                columns=3,
+                columns=6,
                 height="auto",
                 object_fit="contain",
                 elem_id="proposal-gallery",

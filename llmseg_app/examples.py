@@ -25,18 +25,27 @@ class Example:
     tags: tuple[str, ...]
 
 
+NO_TARGET = "no-target"
+
+
 def pick_diverse(tag_lists: list[list[str]], count: int) -> list[int]:
-    """Row indices covering as many distinct tags as possible, first rows first, ``count`` at most."""
+    """Row indices covering as many distinct tags as possible, ``count`` at most.
+
+    Rows with a target come first (the first example a visitor tries should draw a mask), then
+    no-target rows; within each, earlier rows first.
+    """
+    order = sorted(range(len(tag_lists)), key=lambda index: NO_TARGET in tag_lists[index])
     chosen: list[int] = []
     covered: set[str] = set()
-    for index, tags in enumerate(tag_lists):
+    for index in order:
         if len(chosen) == count:
-            return chosen
-        if set(tags) - covered:
+            break
+        if set(tag_lists[index]) - covered:
             chosen.append(index)
-            covered.update(tags)
-    remaining = [index for index in range(len(tag_lists)) if index not in chosen]
-    return chosen + remaining[: count - len(chosen)]
+            covered.update(tag_lists[index])
+    remaining = [index for index in order if index not in chosen]
+    chosen += remaining[: count - len(chosen)]
+    return sorted(chosen, key=lambda index: NO_TARGET in tag_lists[index])
 
 
 def load_examples(data: str, split: str, cache_dir: Path, count: int) -> list[Example]:

@@ -7,6 +7,7 @@ A failing refresh shows its error in the tab and leaves the rest of the page wor
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,12 +30,23 @@ COLUMN_GROUPS = {
 DEFAULT_GROUPS = ["95% CIs", "per-tag gIoU"]
 
 
+# Escapes that change nothing inside an inline link text; gradio's table filter matches the raw cell
+# text, so "my\\-model" would hide from a search for "my-model".
+_HARMLESS_ESCAPES = re.compile(r"\\([-.+#!(){}|~])")
+
+
+def searchable(markdown: str) -> str:
+    """``markdown`` without the backslash escapes that inline markdown does not need."""
+    return _HARMLESS_ESCAPES.sub(r"\1", markdown)
+
+
 def display_table(frame: pd.DataFrame, groups: list[str]) -> pd.DataFrame:
     """The table as shown: baselines labelled, each CI as one "low–high" column, unchosen groups hidden.
 
     Columns in no group always stay; the CSV keeps every column, with numeric CI bounds.
     """
     frame = frame.copy()
+    frame["model"] = [searchable(model) for model in frame["model"]]
     if "baseline" in frame.columns:  # baselines take no rank: say what they are in its place
         frame["rank"] = [
             "baseline" if baseline else str(rank) if pd.notna(rank) else ""
@@ -97,7 +109,7 @@ class LeaderboardTab:
             figure = score_plot(self.board.plot_data())
         except Exception as error:  # any failure here must not take the page down
             logger.exception("leaderboard refresh failed")
-            message = f"⚠️ Could not build the leaderboard: {type(error).__name__}: {error}"
+            message = f"**Could not build the leaderboard:** {type(error).__name__}: {error}"
             return gr.skip(), gr.skip(), gr.skip(), message
         table = gr.Dataframe(value=frame, datatype=datatypes(frame))
         return table, str(csv_path), figure, ""
@@ -160,7 +172,7 @@ class LeaderboardTab:
             self._write_atomically(path, self.board.reported_to_csv)
         except Exception as error:  # the main table must survive a broken side table
             logger.exception("reported results unavailable")
-            gr.Markdown(f"⚠️ Could not load the reported results: {type(error).__name__}: {error}")
+            gr.Markdown(f"**Could not load the reported results:** {type(error).__name__}: {error}")
             return
         gr.Dataframe(reported, interactive=False, show_search="search", wrap=True, max_height=420)
         gr.DownloadButton("Download reported results (CSV)", value=str(path), size="sm", variant="secondary")

@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from leaderboard import SubmissionRejected
+from leaderboard.table import markdown_model
+
 if TYPE_CHECKING:
     from leaderboard import Leaderboard, SubmissionResult
 
@@ -21,8 +24,9 @@ def _percent(value: float) -> str:
 
 def result_markdown(result: SubmissionResult) -> str:
     """The success message: rank first (what people look for), then the headline scores."""
+    name = markdown_model(result.model_name, None)
     return (
-        f"✅ **{result.model_name}** scored and ranked **#{result.rank}** (submission {result.id}).\n\n"
+        f"Scored: **{name}** is ranked **#{result.rank}** (submission {result.id}).\n\n"
         f"gIoU **{_percent(result.giou)}** · cIoU **{_percent(result.ciou)}** on {result.n} samples. "
         "See the Leaderboard tab for the per-tag columns."
     )
@@ -49,8 +53,6 @@ class SubmitTab:
         profile: gr.OAuthProfile | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """Score one submission (the ``/submit`` endpoint); returns a message and a JSON result."""
-        from leaderboard import SubmissionRejected
-
         try:
             identity = self._identity(user, profile)
             if not file:
@@ -58,12 +60,10 @@ class SubmitTab:
             result = self.board.submit(file, model_name=model_name, user=identity, link=link or None, note=note or None)
         except SubmissionRejected as error:
             message = str(error)
-            return f"❌ **Not submitted:** {message}", {"status": "rejected", "error": message}
+            return f"**Not submitted:** {message}", {"status": "rejected", "error": message}
         return result_markdown(result), result.to_dict()
 
     def _identity(self, user: str, profile: gr.OAuthProfile | None) -> str:
-        from leaderboard import SubmissionRejected
-
         if profile is not None:
             return profile.username
         if self.require_login:
@@ -92,7 +92,8 @@ class SubmitTab:
                 button = gr.Button("Submit", variant="primary", elem_id="submit-button")
             with gr.Column(scale=1, min_width=300):
                 message = gr.Markdown(elem_id="submit-message")
-                details = gr.JSON(label="Result")
+                with gr.Accordion("Full result (JSON: scores per tag, 95% intervals)", open=False):
+                    details = gr.JSON(label="Result")
         return button.click(
             self.submit,
             inputs=[file, model_name, user, link, note],

@@ -17,7 +17,7 @@ from llmseg.model.proposals import Proposals
 from llmseg.pipeline import SegmentationResult
 from llmseg_app.demo import PROPOSAL_COLUMNS, DemoTab, format_result, model_banner
 from llmseg_app.examples import pick_diverse
-from llmseg_app.leaderboard_tab import LeaderboardTab, display_table
+from llmseg_app.leaderboard_tab import LeaderboardTab, display_table, searchable
 from llmseg_app.model_service import ModelService, ModelStatus, ModelUnavailable, on_gpu_when_available
 from llmseg_app.overlays import proposal_overlay
 from llmseg_app.plots import score_plot
@@ -197,11 +197,11 @@ def test_spaces_gpu_wraps_only_when_the_package_exists(monkeypatch: pytest.Monke
 # examples
 
 
-def test_examples_cover_every_tag_before_repeating_rows() -> None:
-    tags = [["a"], ["a"], ["b"], ["a", "c"], ["b"], ["d"]]
-    assert pick_diverse(tags, 4) == [0, 2, 3, 5]
-    assert pick_diverse(tags, 5) == [0, 2, 3, 5, 1]
-    assert pick_diverse(tags, 2) == [0, 2]
+def test_examples_cover_every_tag_before_repeating_rows_and_start_with_a_target() -> None:
+    tags = [["no-target"], ["a"], ["a"], ["b"], ["a", "c"], ["b"], ["d"]]
+    assert pick_diverse(tags, 5) == [1, 3, 4, 6, 0]
+    assert pick_diverse(tags, 6) == [1, 3, 4, 6, 2, 0]
+    assert pick_diverse(tags, 2) == [1, 3]
 
 
 # the leaderboard tab
@@ -251,6 +251,14 @@ def test_display_table_merges_intervals_labels_baselines_and_hides_groups() -> N
     assert {"cIoU (relation)", "n", "note", "id"} <= set(everything.columns)
 
 
+def test_model_names_stay_searchable_as_typed_and_safe_as_markdown() -> None:
+    from leaderboard.table import markdown_model
+
+    assert searchable(markdown_model("my-model v1.2 (ft)", "https://x.org")) == "[my-model v1.2 (ft)](https://x.org)"
+    assert searchable(markdown_model("a*b_[c]", None)) == r"a\*b\_\[c\]"
+    assert searchable(markdown_model(r"odd\-name", None)) == r"odd\\-name"
+
+
 def test_score_plot_draws_one_point_per_row_and_an_empty_board() -> None:
     plot = leaderboard_frame()[["model", "baseline", "gIoU", "gIoU CI low", "gIoU CI high", "cIoU"]].assign(
         **{"cIoU CI low": [79.0, 94.0, 50.0], "cIoU CI high": [83.0, 98.0, 60.0]}
@@ -269,7 +277,7 @@ class BrokenBoard:
 def test_a_failing_refresh_shows_its_error_instead_of_raising(tmp_path: Path) -> None:
     tab = LeaderboardTab(BrokenBoard(), cache_dir=tmp_path, split_label="test")  # type: ignore[arg-type]
     *_, status = tab.refresh(False, [])
-    assert status == "⚠️ Could not build the leaderboard: OSError: database is locked"
+    assert status == "**Could not build the leaderboard:** OSError: database is locked"
 
 
 # the submit tab
