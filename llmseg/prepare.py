@@ -9,6 +9,7 @@ truth (outside ignore regions). Training then reads these rows with ``datasets``
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,14 @@ def prepared_rows(dataset: datasets.Dataset, generator: ProposalGenerator, *, de
         }
 
 
+def _prepare_shard(job: tuple[LLMSegConfig, datasets.Dataset, int, int, str]) -> list[dict[str, Any]]:
+    """Rows of shard ``index`` of ``count`` (contiguous, so runs of one image stay together)."""
+    config, dataset, index, count, device = job
+    shard = dataset.shard(num_shards=count, index=index, contiguous=True)
+    generator = build_proposal_generator(config.proposals, device=device)
+    return list(prepared_rows(shard, generator, desc=f"proposals (part {index + 1}/{count})"))
+
+
 def prepare(
     config: LLMSegConfig,
     data: str,
@@ -75,15 +84,25 @@ def prepare(
     *,
     limit: int | None = None,
     device: str = "cpu",
+    workers: int = 1,
 ) -> Path:
-    """Write ``<out>/<split>.parquet`` with proposals and targets for every question of the split."""
+    """Write ``<out>/<split>.parquet`` with proposals and targets for every question of the split.
+
+    ``workers`` > 1 splits the questions into contiguous parts prepared by as many processes
+    (CPU proposal generators only); the output does not depend on it.
+    """
     dataset = load_split(data, split)
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))
-    generator = build_proposal_generator(config.proposals, device=device)
-    table = datasets.Dataset.from_list(
-        list(prepared_rows(dataset, generator, desc=f"proposals for {split}")), features=PREPARED_FEATURES
-    )
+    count = max(1, min(workers, len(dataset)))
+    jobs = [(config, dataset, index, count, device) for index in range(count)]
+    if count == 1 or device != "cpu":
+        parts = [_prepare_shard(jobs[0])] if count == 1 else [_prepare_shard(job) for job in jobs]
+    else:
+        with multiprocessing.get_context("fork").Pool(count) as pool:
+            parts = pool.map(_prepare_shard, jobs)
+    rows = [row for part in parts for row in part]
+    table = datasets.Dataset.from_list(rows, features=PREPARED_FEATURES)
     target = Path(out) / f"{split}.parquet"
     target.parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(str(target))
@@ -108,6 +127,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="folder for <split>.parquet")
     parser.add_argument("--limit", type=int, default=None, help="prepare only the first N questions of each split")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workers", type=int, default=1, help="processes computing proposals (CPU generators)")
     parser.set_defaults(run=_run)
 
 
@@ -131,6 +151,6 @@ def starting_point(name_or_path: str) -> tuple[LLMSegConfig, Path | None]:
 def _run(args: argparse.Namespace) -> int:
     config, _ = starting_point(args.preset)
     for split in args.split:
-        path = prepare(config, args.data, split, args.out, limit=args.limit, device=args.device)
+        path = prepare(config, args.data, split, args.out, limit=args.limit, device=args.device, workers=args.workers)
         print(f"wrote {path}")
     return 0

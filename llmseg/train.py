@@ -262,7 +262,7 @@ def train(
     sources = (data, validation_data or data)
     for split, source in zip(splits, sources, strict=True):
         if accelerator.is_main_process and not (prepared_dir / f"{split}.parquet").is_file():
-            prepare(config, source, split, prepared_dir, device=str(accelerator.device))
+            prepare(config, source, split, prepared_dir, workers=max(1, train_config.data_workers))
     accelerator.wait_for_everyone()
 
     train_data = TrainingData(load_split(data, splits[0]), load_prepared(prepared_dir, splits[0]))
