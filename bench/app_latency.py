@@ -1,0 +1,169 @@
+"""How fast the app is ready, and how long ``/segment`` takes through the API.
+
+Launches ``python app.py`` as a user would (fresh database, 127.0.0.1, a free port) and measures:
+- time to serve: from the command to the page answering HTTP;
+- time to model ready: until the background preload reports the model loaded;
+- ``/segment`` latency through ``gradio_client`` on images of the public validation split: the
+  first question about an image (proposals and image features computed), a second, different
+  question about the same image (image work served from the cache) and the first question again.
+The reference, in the same run, is the same questions asked of an in-process ``Segmenter``
+(no HTTP, no gradio): the ratio is the app's overhead. Prints a table and writes
+``bench/results/app_latency.json``.
+
+    .venv/bin/python bench/app_latency.py [--preset shapes] [--images 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from eval.contract import load_split  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "app_latency.json"
+PUBLIC_DATA = ROOT / "data" / "shapes-mini"
+SECOND_QUESTION = "Segment the largest object."
+READY_TARGET_S = 30.0
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition, timeout: float, what: str) -> float:
+    """Poll ``condition`` until true; return the seconds waited."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        if condition():
+            return time.perf_counter() - start
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} did not happen within {timeout:.0f} s")
+
+
+def answers_http(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def timed(function, *args) -> float:
+    start = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="shapes")
+    parser.add_argument("--images", type=int, default=5, help="validation images to ask about")
+    args = parser.parse_args()
+
+    rows = list(load_split(str(PUBLIC_DATA), "validation", require_ground_truth=False).select(range(args.images)))
+    folder = Path(tempfile.mkdtemp(prefix="llmseg-app-bench-"))
+    images = []
+    for row in rows:
+        path = folder / f"{row['id']}.png"
+        row["image"].convert("RGB").save(path)
+        images.append((path, row["query"]))
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port), "--preset", args.preset]
+    command += ["--db", str(folder / "db" / "leaderboard.sqlite")]
+    env = {**os.environ, "LLMSEG_APP_CACHE": str(folder / "cache"), "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = (folder / "app.log").open("wb")
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: answers_http(url + "/"), 180, "the app answering HTTP")
+        time_to_serve = time.perf_counter() - started
+
+        from gradio_client import Client, handle_file
+
+        client = Client(url, verbose=False)
+        wait_for(lambda: "Model loaded" in client.predict(api_name="/model_status"), 300, "the model loading")
+        time_to_model = time.perf_counter() - started
+
+        def ask(path: Path, question: str) -> None:
+            client.predict(handle_file(str(path)), question, api_name="/segment")
+
+        api = {"first": [], "second_question": [], "same_question_again": []}
+        for path, question in images:
+            api["first"].append(timed(ask, path, question))
+            api["second_question"].append(timed(ask, path, SECOND_QUESTION))
+            api["same_question_again"].append(timed(ask, path, question))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+    # The reference: the same questions to an in-process Segmenter (after the server has stopped).
+    import numpy as np
+    from PIL import Image
+
+    from llmseg.model.llmseg import LLMSeg
+    from llmseg.pipeline import Segmenter
+
+    segmenter = Segmenter(LLMSeg.from_pretrained(args.preset))
+
+    def ask_directly(image: np.ndarray, question: str) -> None:
+        segmenter.segment(image, question, answer=True)  # the app asks for the text answer too
+
+    direct = {"first": [], "second_question": [], "same_question_again": []}
+    for path, question in images:
+        image = np.asarray(Image.open(path).convert("RGB"))
+        direct["first"].append(timed(ask_directly, image, question))
+        direct["second_question"].append(timed(ask_directly, image, SECOND_QUESTION))
+        direct["same_question_again"].append(timed(ask_directly, image, question))
+    shutil.rmtree(folder, ignore_errors=True)
+
+    medians = {
+        kind: {
+            "api_ms": round(1000 * statistics.median(api[kind]), 1),
+            "in_process_ms": round(1000 * statistics.median(direct[kind]), 1),
+            "api_over_in_process": round(statistics.median(api[kind]) / statistics.median(direct[kind]), 2),
+        }
+        for kind in api
+    }
+    result = {
+        "preset": args.preset,
+        "images": len(images),
+        "time_to_serve_s": round(time_to_serve, 2),
+        "time_to_model_ready_s": round(time_to_model, 2),
+        "ready_target_s": READY_TARGET_S,
+        "segment_median": medians,
+        "repeat_over_first_api": round(medians["second_question"]["api_ms"] / medians["first"]["api_ms"], 2),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared), python {platform.python_version()}",
+    }
+    print(f"preset {args.preset}: serving after {time_to_serve:.1f} s, model ready after {time_to_model:.1f} s")
+    print(f"{'/segment (median of ' + str(len(images)) + ')':<34}{'API ms':>10}{'in-process ms':>15}{'ratio':>8}")
+    for kind, row in medians.items():
+        print(f"{kind:<34}{row['api_ms']:>10.1f}{row['in_process_ms']:>15.1f}{row['api_over_in_process']:>8.2f}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
