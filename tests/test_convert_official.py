@@ -84,14 +84,18 @@ RELEASE_7B = dict(
 
 
 def release_module(
-    sizes: dict[str, int], seed: int = 0, std: float = 0.5
+    sizes: dict[str, int], seed: int = 0, std: float = 0.5, device: str = "cpu"
 ) -> collections.OrderedDict[str, torch.Tensor]:
-    """The release's ``module`` dict (official-checkpoint.md's key groups), random bf16 values of spread ``std``."""
-    generator = torch.Generator().manual_seed(seed)
+    """The release's ``module`` dict (official-checkpoint.md's key groups): random bf16 CPU tensors of spread ``std``.
+
+    device: where the random numbers are drawn (a GPU draws a 7B-sized dict in seconds).
+    """
+    generator = torch.Generator(device).manual_seed(seed)
     module: collections.OrderedDict[str, torch.Tensor] = collections.OrderedDict()
 
     def add(name: str, *shape: int) -> None:
-        module[P + name] = (torch.randn(*shape, generator=generator) * std).to(torch.bfloat16)
+        values = torch.randn(*shape, generator=generator, device=device) * std
+        module[P + name] = values.to(torch.bfloat16).cpu()
 
     s = sizes
     h, v = s["hidden"], s["vocab"]
@@ -204,9 +208,14 @@ def release_module(
     return module
 
 
-def deepspeed_state(module: collections.OrderedDict[str, torch.Tensor]) -> dict[str, object]:
-    """The model-states pickle around ``module``, with a few of DeepSpeed's other top-level entries."""
-    frozen = collections.OrderedDict((k, t.flatten().clone()) for k, t in module.items() if "lisa" not in k)
+def deepspeed_state(module: collections.OrderedDict[str, torch.Tensor], frozen_copy: bool = True) -> dict[str, object]:
+    """The model-states pickle around ``module``, with a few of DeepSpeed's other top-level entries.
+
+    frozen_copy: include DeepSpeed's flattened second copy of the frozen weights (doubles the file).
+    """
+    frozen = collections.OrderedDict(
+        (k, t.flatten().clone()) for k, t in module.items() if frozen_copy and "lisa" not in k
+    )
     return {
         "module": module,
         "buffer_names": [k for k in module if k.endswith(("inv_freq", "position_ids"))],
@@ -221,13 +230,18 @@ def deepspeed_state(module: collections.OrderedDict[str, torch.Tensor]) -> dict[
     }
 
 
-def write_release(root: Path, module: collections.OrderedDict[str, torch.Tensor], steps: tuple[int, ...] = (5000,)):
+def write_release(
+    root: Path,
+    module: collections.OrderedDict[str, torch.Tensor],
+    steps: tuple[int, ...] = (5000,),
+    frozen_copy: bool = True,
+) -> Path:
     """``root/ckpt_model/global_step<N>/`` as the Hub repositories lay it out; returns the last model-states path."""
     ckpt = root / "ckpt_model"
     for step in steps:
         folder = ckpt / f"global_step{step}"
         folder.mkdir(parents=True)
-        torch.save(deepspeed_state(module), folder / "mp_rank_00_model_states.pt")
+        torch.save(deepspeed_state(module, frozen_copy), folder / "mp_rank_00_model_states.pt")
         (folder / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"optimiser shard")
     (ckpt / "latest").write_text(f"global_step{steps[-1]}")
     (ckpt / "zero_to_fp32.py").write_text("# DeepSpeed's script\n")
@@ -551,17 +565,20 @@ def test_a_file_pickling_more_than_tensors_still_loads(tmp_path):
     assert torch.equal(module["w"], torch.ones(2)) and "args" in ignored
 
 
-def test_command_line_converts(release, tmp_path):
+def test_command_line_converts_and_reports_errors_in_one_line(release, tmp_path, monkeypatch, capsys):
+    from llmseg import __main__ as cli
+
+    monkeypatch.setattr(cli, "COMMANDS", (*cli.COMMANDS, convert_official))
     repo, _, tokenizer_dir, sam, _ = release
-    parser = argparse.ArgumentParser()
-    convert_official.register(parser.add_subparsers())
-    args = parser.parse_args(
-        ["convert-official", "--checkpoint", str(repo), "--base-tokenizer", str(tokenizer_dir)]
-        + ["--sam-checkpoint", str(sam), "--out", str(tmp_path / "m"), "--dtype", "float32"]
-    )
-    assert args.handler(args) == 0
+    arguments = ["convert-official", "--checkpoint", str(repo), "--base-tokenizer", str(tokenizer_dir)]
+    arguments += ["--sam-checkpoint", str(sam)]
+    assert cli.main([*arguments, "--out", str(tmp_path / "m"), "--dtype", "float32"]) == 0
     tensors = load_file(tmp_path / "m" / "selector.safetensors")
     assert all(tensor.dtype == torch.float32 for tensor in tensors.values())
+    capsys.readouterr()
+    assert cli.main([*arguments, "--out", str(tmp_path / "n"), "--step", "7"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("error: ") and "global_step7" in error[0]
 
 
 def test_streamed_safetensors_are_the_bytes_save_file_writes(tmp_path):

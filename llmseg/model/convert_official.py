@@ -993,7 +993,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_MAX_SHARD_SIZE,
         help="largest safetensors shard of llava/ and dinov2/ (default %(default)s)",
     )
-    parser.set_defaults(handler=_run)
+    parser.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
