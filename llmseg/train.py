@@ -101,6 +101,14 @@ def train_config_for(preset: str, overrides: dict[str, Any] | None = None) -> Tr
         raise ValueError("steps, batch_size and gradient_accumulation_steps must be at least 1")
     if config.mixed_precision not in ("no", "bf16", "fp16"):
         raise ValueError("mixed_precision must be one of no, bf16, fp16")
+    if min(config.eval_every, config.checkpoint_every, config.log_every, config.validation_batch_size) < 1:
+        raise ValueError("eval_every, checkpoint_every, log_every and validation_batch_size must be at least 1")
+    if config.learning_rate <= 0 or config.max_grad_norm <= 0:
+        raise ValueError("learning_rate and max_grad_norm must be positive")
+    if config.warmup_steps < 0 or config.data_workers < 0 or config.weight_decay < 0:
+        raise ValueError("warmup_steps, data_workers and weight_decay must be zero or more")
+    if config.validation_limit is not None and config.validation_limit < 1:
+        raise ValueError("validation_limit must be at least 1 (leave it out to validate on the whole split)")
     return config
 
 
@@ -163,6 +171,9 @@ def loader(
         collate_fn=_as_list,
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
+        # Its own generator: a new iterator would otherwise draw a worker seed from the global torch
+        # RNG, so validating (or resuming) would shift every later dropout mask.
+        generator=torch.Generator().manual_seed(0),
     )
 
 
@@ -174,14 +185,27 @@ def sample_order(size: int, epoch: int, seed: int) -> np.ndarray:
 def micro_batch_indices(
     size: int, start: int, batch_size: int, seed: int, process_index: int = 0, num_processes: int = 1
 ) -> Iterator[list[int]]:
-    """Endless micro-batches from global sample position ``start``; each process takes its own share."""
+    """Endless micro-batches from global sample position ``start``; each process takes its own share.
+
+    Global position p is sample ``sample_order(size, p // size, seed)[p % size]``, so the stream is
+    the epochs' permutations back to back (a batch that crosses an epoch boundary ends one epoch and
+    starts the next), and it depends only on ``start``: a resumed run continues exactly. Each global
+    batch of ``batch_size * num_processes`` positions is cut into contiguous, disjoint shares.
+    """
+    if size < 1:
+        raise ValueError("the training split is empty: give a dataset with at least one training question")
     global_batch = batch_size * num_processes
     position = start
+    epoch, order = -1, np.empty(0, dtype=np.int64)
     while True:
-        epoch, offset = divmod(position, size)
-        order = sample_order(size, epoch, seed)
-        chunk = [int(order[(offset + i) % size]) for i in range(global_batch)]
-        yield chunk[process_index * batch_size : (process_index + 1) * batch_size]
+        first = position + process_index * batch_size
+        share = []
+        for p in range(first, first + batch_size):  # positions only grow: one epoch's order cached
+            if p // size != epoch:
+                epoch = p // size
+                order = sample_order(size, epoch, seed)
+            share.append(int(order[p % size]))
+        yield share
         position += global_batch
 
 
@@ -223,6 +247,21 @@ def validate(
     return evaluate(predictions, references, n_bootstrap=200), sum(losses) / max(1, len(data))
 
 
+def _configure_deepspeed(accelerator: Accelerator, train_config: TrainConfig) -> None:
+    """Fill the DeepSpeed config's batch size and clipping from ``train_config`` (no-op without DeepSpeed).
+
+    accelerate reads ``train_micro_batch_size_per_gpu`` from a prepared DataLoader; this loop
+    samples its own batches, so it sets the value itself, and ``gradient_clipping: auto`` would
+    otherwise become accelerate's 1.0 instead of ``max_grad_norm``.
+    """
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None:
+        return
+    plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = train_config.batch_size
+    if plugin.deepspeed_config.get("gradient_clipping", "auto") == "auto":
+        plugin.deepspeed_config["gradient_clipping"] = train_config.max_grad_norm
+
+
 def _unwrap(accelerator: Accelerator, model: torch.nn.Module) -> LLMSeg:
     return typing.cast(LLMSeg, accelerator.unwrap_model(model))
 
@@ -255,7 +294,11 @@ def train(
         mixed_precision=train_config.mixed_precision,
         gradient_accumulation_steps=train_config.gradient_accumulation_steps,
         cpu=not torch.cuda.is_available(),
+        # accelerate would step a prepared scheduler num_processes times per optimiser step (it
+        # assumes the DataLoader's batch grew with the process count); ours counts optimiser steps.
+        step_scheduler_with_optimizer=False,
     )
+    _configure_deepspeed(accelerator, train_config)
     set_seed(train_config.seed)
     prepared_dir = Path(prepared_dir) if prepared_dir else output / "prepared"
     splits = (train_config.train_split, train_config.validation_split)
@@ -271,7 +314,7 @@ def train(
     if train_config.validation_limit:
         keep = range(min(train_config.validation_limit, len(validation_split)))
         validation_split, validation_prepared = validation_split.select(keep), validation_prepared.select(keep)
-    validation_data = TrainingData(validation_split, validation_prepared)
+    validation_set = TrainingData(validation_split, validation_prepared)
     references = References.from_split(validation_split)
 
     model = LLMSeg.from_pretrained(init_from) if init_from else LLMSeg.from_config(config)
@@ -314,7 +357,7 @@ def train(
         total=train_config.steps, initial=state["step"], desc="training", disable=not accelerator.is_main_process
     )
     if state["step"] == 0:  # the untrained score: where the curve starts
-        _validate_and_keep_best(accelerator, model, validation_data, references, train_config, output, state)
+        _validate_and_keep_best(accelerator, model, validation_set, references, train_config, output, state)
     running: dict[str, list[float]] = {}
     unwrapped = _unwrap(accelerator, model)
     micro_batches = iter(loader(train_data, batches, train_config.data_workers))
@@ -326,7 +369,8 @@ def train(
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(parameters, train_config.max_grad_norm)
                 optimizer.step()
-                scheduler.step()
+                if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+                    scheduler.step()
                 optimizer.zero_grad()
             for name, value in {"loss": out.loss, **out.losses}.items():
                 running.setdefault(name, []).append(float(value.detach()))
@@ -340,7 +384,7 @@ def train(
             _log(output, step, row, accelerator)
             running = {}
         if step % train_config.eval_every == 0 or step == train_config.steps:
-            _validate_and_keep_best(accelerator, model, validation_data, references, train_config, output, state)
+            _validate_and_keep_best(accelerator, model, validation_set, references, train_config, output, state)
         if step % train_config.checkpoint_every == 0 or step == end:
             _checkpoint(accelerator, last, state)
     progress.close()
@@ -454,8 +498,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         kind = hints[f.name]
+        choices = typing.get_args(kind) if typing.get_origin(kind) is Literal else None
         caster = {int: int, float: float, str: str}.get(kind, int if "int" in str(kind) else str)
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f"set_{f.name}", type=caster, default=None)
+        flag = f"--{f.name.replace('_', '-')}"
+        parser.add_argument(flag, dest=f"set_{f.name}", type=caster, choices=choices, default=None)
     parser.set_defaults(run=_run)
 
 

@@ -1,0 +1,107 @@
+"""Training's pure parts: data order and sharding across processes, schedule, settings."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from llmseg.train import (
+    PRESET_TRAIN_DEFAULTS,
+    TrainConfig,
+    linear_warmup_cosine,
+    micro_batch_indices,
+    sample_order,
+    train_config_for,
+)
+
+
+def take(iterator, count: int) -> list[list[int]]:
+    return list(itertools.islice(iterator, count))
+
+
+@pytest.mark.parametrize(("size", "batch", "processes"), [(10, 3, 1), (10, 2, 2), (16, 4, 2), (7, 2, 3), (5, 4, 2)])
+def test_process_shares_are_disjoint_and_cover_each_global_batch(size: int, batch: int, processes: int) -> None:
+    steps = 12
+    single = take(micro_batch_indices(size, 0, batch * processes, seed=3), steps)
+    shares = [take(micro_batch_indices(size, 0, batch, 3, rank, processes), steps) for rank in range(processes)]
+    for step in range(steps):
+        joined = [index for rank in range(processes) for index in shares[rank][step]]
+        assert joined == single[step]  # the ranks' shares, in rank order, are exactly the global batch
+        if batch * processes <= size:  # a global batch never holds one sample twice within an epoch
+            positions = range(step * batch * processes, (step + 1) * batch * processes)
+            epochs = {p // size for p in positions}
+            if len(epochs) == 1:
+                assert len(set(joined)) == len(joined)
+
+
+@pytest.mark.parametrize(("size", "batch"), [(10, 3), (10, 5), (7, 4), (3, 8)])
+def test_stream_is_the_epoch_permutations_back_to_back(size: int, batch: int) -> None:
+    """Every epoch shows every sample once, even when batches straddle epoch boundaries."""
+    epochs = 4
+    stream = [
+        i
+        for chunk in take(micro_batch_indices(size, 0, batch, seed=1), math.ceil(epochs * size / batch))
+        for i in chunk
+    ]
+    expected = np.concatenate([sample_order(size, epoch, 1) for epoch in range(epochs)]).tolist()
+    assert stream[: epochs * size] == expected
+    for epoch in range(epochs):
+        assert sorted(stream[epoch * size : (epoch + 1) * size]) == list(range(size))
+
+
+def test_starting_position_continues_the_same_stream() -> None:
+    size, batch, processes = 11, 3, 2
+    for rank in range(processes):
+        full = take(micro_batch_indices(size, 0, batch, 5, rank, processes), 20)
+        resumed = take(micro_batch_indices(size, 7 * batch * processes, batch, 5, rank, processes), 13)
+        assert resumed == full[7:]
+
+
+def test_order_depends_on_seed_and_epoch() -> None:
+    assert not np.array_equal(sample_order(50, 0, 0), sample_order(50, 1, 0))
+    assert not np.array_equal(sample_order(50, 0, 0), sample_order(50, 0, 1))
+    assert np.array_equal(sample_order(50, 2, 7), sample_order(50, 2, 7))
+
+
+def test_empty_training_split_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="training split is empty"):
+        next(micro_batch_indices(0, 0, 4, seed=0))
+
+
+def test_schedule_warms_up_linearly_then_decays_to_zero() -> None:
+    warmup, total = 10, 110
+    factors = [linear_warmup_cosine(step, warmup, total) for step in range(total + 5)]
+    assert factors[:warmup] == pytest.approx([(s + 1) / warmup for s in range(warmup)])
+    assert factors[warmup] == pytest.approx(1.0)
+    assert factors[warmup + 50] == pytest.approx(0.5)  # half-way through the cosine
+    assert all(a >= b for a, b in zip(factors[warmup:], factors[warmup + 1 :], strict=False))
+    assert factors[total:] == pytest.approx([0.0] * 5)
+
+
+def test_settings_layer_release_preset_and_overrides() -> None:
+    release = train_config_for("llmseg-7b")
+    assert release == TrainConfig()
+    assert (release.learning_rate, release.warmup_steps, release.steps, release.max_grad_norm) == (1e-4, 100, 5000, 1.0)
+    shapes = train_config_for("shapes", {"steps": 7})
+    assert shapes.batch_size == PRESET_TRAIN_DEFAULTS["shapes"]["batch_size"]
+    assert shapes.steps == 7
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"stepz": 3}, "unknown training setting"),
+        ({"steps": 0}, "at least 1"),
+        ({"eval_every": 0}, "eval_every"),
+        ({"learning_rate": 0.0}, "positive"),
+        ({"warmup_steps": -1}, "zero or more"),
+        ({"validation_limit": 0}, "validation_limit"),
+        ({"mixed_precision": "fp8"}, "mixed_precision"),
+    ],
+)
+def test_bad_settings_are_value_errors(overrides: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        train_config_for("tiny", overrides)
