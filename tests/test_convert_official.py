@@ -494,6 +494,18 @@ def test_converting_twice_gives_identical_bytes(release, tmp_path):
     assert sum(name.startswith("llava/model-0") for name in digests[0]) > 1  # sharded, with an index
 
 
+def test_weights_are_the_bytes_save_pretrained_writes(release, tmp_path):
+    repo, _, tokenizer_dir, sam, _ = release
+    out = tmp_path / "model"
+    convert(repo, base_tokenizer=str(tokenizer_dir), sam_checkpoint=sam, out=out, max_shard_size="200KB")
+    for model_class, part in ((LlavaForConditionalGeneration, "llava"), (Dinov2Model, "dinov2")):
+        model = model_class.from_pretrained(out / part, dtype=torch.bfloat16)
+        model.save_pretrained(tmp_path / f"resaved-{part}", max_shard_size="200KB")
+        converted, resaved = folder_digest(out / part), folder_digest(tmp_path / f"resaved-{part}")
+        weights = {name for name in resaved if "safetensors" in name}
+        assert len(weights) > 2 and {name: converted[name] for name in weights} == {n: resaved[n] for n in weights}
+
+
 def test_an_unexpected_key_stops_the_conversion_naming_it(release, tmp_path):
     _, module, tokenizer_dir, sam, _ = release
     strange = collections.OrderedDict(module)

@@ -7,9 +7,9 @@ mapped (layout in ``official-checkpoint.md``), deliberately dropped with a reaso
 by name. The output folder, in ``llmseg.model.checkpoint``'s layout:
 
     config.json                  LLMSegConfig with the release's choices (absolute paths to the parts)
-    llava/                       LlavaForConditionalGeneration (LoRA merged) in save_pretrained's format,
-                                 with its processor and tokenizer
-    dinov2/                      Dinov2Model with the release's 64x64 position grid baked in
+    llava/                       LlavaForConditionalGeneration (LoRA merged): the weight files save_pretrained
+                                 would write, byte for byte, with its processor and tokenizer
+    dinov2/                      Dinov2Model with the release's 64x64 position grid baked in (likewise)
     region_encoder.safetensors   the 1x1 conv (``lisa_dino_conv``)
     selector.safetensors         the selection module (``text_hidden_fcs`` and ``lisa_*``)
     adapter/                     the peft adapter LLMSeg expects on top of llava/: just the [SEG] rows
@@ -188,8 +188,11 @@ def load_model_states(path: Path) -> tuple[Mapping[str, torch.Tensor], dict[str,
             state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
         except pickle.UnpicklingError:
             state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    except ModuleNotFoundError as error:
-        raise ValueError(f"{path} pickles objects of the missing module {error.name!r}; install it, retry") from None
+    except (ModuleNotFoundError, AttributeError) as error:  # a class this environment does not define
+        raise ValueError(
+            f"{path} pickles objects this environment cannot rebuild ({error}); install the package that "
+            "defines them (DeepSpeed) and retry"
+        ) from None
     except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
         raise ValueError(
             f"{path} cannot be read as a PyTorch checkpoint ({str(error).splitlines()[0]}); "
@@ -690,14 +693,15 @@ def check_part(plan_part: Mapping[str, Output], expected: Mapping[str, torch.Ten
 
 
 def saved_names(model: Any) -> dict[str, str]:
-    """runtime state-dict name -> the name transformers' ``save_pretrained`` writes to disk for ``model``."""
+    """runtime state-dict name -> the name transformers' ``save_pretrained`` writes to disk for ``model``,
+    in the order it writes them (which decides what goes into which shard)."""
     from transformers.core_model_loading import revert_weight_conversion
 
     expected = model.state_dict()
     reverted = revert_weight_conversion(model, dict(expected))
-    by_identity = {id(tensor): saved for saved, tensor in reverted.items()}
-    names = {name: by_identity.get(id(tensor)) for name, tensor in expected.items()}
-    if len(reverted) != len(expected) or None in names.values():
+    by_identity = {id(tensor): name for name, tensor in expected.items()}
+    names = {by_identity.get(id(tensor)): saved for saved, tensor in reverted.items()}
+    if len(reverted) != len(expected) or set(names) != set(expected):
         raise ValueError(
             f"this transformers version transforms {type(model).__name__} weights on save; "
             "install the pinned transformers"
@@ -890,7 +894,7 @@ def convert_official(
     try:
         for part, folder in (("llava", LLAVA_DIR), ("dinov2", DINOV2_DIR)):
             (staging / folder).mkdir()
-            outputs = {on_disk[part][name]: output for name, output in plan.parts[part].items()}
+            outputs = {saved: plan.parts[part][name] for name, saved in on_disk[part].items()}
             write_shards(
                 staging / folder,
                 outputs,
