@@ -134,6 +134,11 @@ class TrainingData(torch.utils.data.Dataset):
         image = image_array(sample["image"])
         height, width = image.shape[:2]
         masks = [rle.decode(p) for p in proposals["proposals"]]
+        if masks and masks[0].shape != (height, width):
+            raise ValueError(
+                f"the prepared proposals of {sample['id']} are {masks[0].shape[0]}x{masks[0].shape[1]} but its image "
+                f"is {height}x{width}: they come from other data; prepare again into an empty --prepared folder"
+            )
         return {
             "id": sample["id"],
             "image": image,
