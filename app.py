@@ -107,7 +107,8 @@ def build_app(
                     )
             with gr.Tab("About", id="about"):
                 render_about(settings.examples_data, split, settings.cache_dir)
-    blocks.queue(max_size=settings.queue_size)
+    # Table refreshes and status checks are cheap: a few at once; the model and scoring set their own limits.
+    blocks.queue(max_size=settings.queue_size, default_concurrency_limit=4)
     return blocks
 
 

@@ -269,6 +269,32 @@ def test_score_plot_draws_one_point_per_row_and_an_empty_board() -> None:
     assert [text.get_text() for text in empty.texts] == ["No scored submissions yet"]
 
 
+def test_score_plot_labels_of_crowded_points_do_not_overlap() -> None:
+    from matplotlib.text import Text
+
+    names = ["a-long-model-name", "another-model", "third-model", "fourth", "fifth-model-name"]
+    crowded = pd.DataFrame(
+        {
+            "model": names,
+            "baseline": [True, False, False, True, False],
+            "gIoU": [3.0, 3.5, 4.0, 2.5, 3.2],
+            "cIoU": [3.0, 3.6, 3.9, 2.4, 3.1],
+        }
+    )
+    for metric in ("gIoU", "cIoU"):
+        crowded[f"{metric} CI low"] = crowded[metric] - 1
+        crowded[f"{metric} CI high"] = crowded[metric] + 1
+    figure = score_plot(crowded)
+    figure.draw_without_rendering()
+    renderer = figure.canvas.get_renderer()
+    axes = figure.axes[0]
+    boxes = [Text.get_window_extent(text, renderer) for text in axes.texts]
+    assert sorted(text.get_text() for text in axes.texts) == sorted(names)
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    inside = axes.get_window_extent(renderer)
+    assert all(inside.x0 <= box.x0 and box.x1 <= inside.x1 for box in boxes)
+
+
 class BrokenBoard:
     def table(self, show_all: bool = False) -> pd.DataFrame:
         raise OSError("database is locked")
