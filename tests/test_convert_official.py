@@ -526,7 +526,7 @@ def test_a_missing_lora_partner_is_named(release, tmp_path):
 
 
 def test_checkpoint_location_errors(release, tmp_path):
-    repo, module, tokenizer_dir, sam, _ = release
+    repo, _, tokenizer_dir, sam, _ = release
 
     def run(checkpoint, **kwargs):
         convert(checkpoint, base_tokenizer=str(tokenizer_dir), sam_checkpoint=sam, out=tmp_path / "out", **kwargs)
@@ -553,8 +553,8 @@ def test_checkpoint_location_errors(release, tmp_path):
         run(str(tmp_path / "nowhere"))
 
 
-def test_several_steps_pick_the_latest_unless_told(release, tmp_path, capsys):
-    _, module, tokenizer_dir, sam, _ = release
+def test_several_steps_pick_the_latest_unless_told(release, tmp_path):
+    module = release[1]
     write_release(tmp_path / "repo", module, steps=(100, 5000))
     located = convert_official.locate_checkpoint(str(tmp_path / "repo"))
     assert located.step == 5000 and "latest of 2" in located.note
@@ -603,3 +603,34 @@ def test_streamed_safetensors_are_the_bytes_save_file_writes(tmp_path):
     convert_official.write_safetensors(tmp_path / "streamed.safetensors", outputs, dtype=torch.bfloat16)
     save_file(tensors, tmp_path / "reference.safetensors", metadata={"format": "pt"})
     assert (tmp_path / "streamed.safetensors").read_bytes() == (tmp_path / "reference.safetensors").read_bytes()
+
+
+def test_a_hub_id_downloads_only_the_chosen_model_states(release, monkeypatch):
+    import huggingface_hub
+
+    repo, *_ = release
+    files = [
+        "README.md",
+        "ckpt_model/latest",
+        "ckpt_model/global_step100/mp_rank_00_model_states.pt",
+        "ckpt_model/global_step5000/mp_rank_00_model_states.pt",
+        "ckpt_model/global_step5000/bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt",
+    ]
+    downloaded = []
+
+    def download(repo_id: str, filename: str) -> str:
+        downloaded.append((repo_id, filename))
+        return str(repo / filename)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda self, repo_id: files)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    located = convert_official.locate_checkpoint("JCdesu/LLM-Seg-deepspeed")
+    assert downloaded == [("JCdesu/LLM-Seg-deepspeed", "ckpt_model/global_step5000/mp_rank_00_model_states.pt")]
+    assert located.step == 5000 and "latest of 2" in located.note and located.path.is_file()
+
+    def offline(self, repo_id):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", offline)
+    with pytest.raises(ValueError, match="could not fetch JCdesu/LLM-Seg-deepspeed from the Hub"):
+        convert_official.locate_checkpoint("JCdesu/LLM-Seg-deepspeed")
