@@ -24,7 +24,7 @@ from llmseg_app.settings import AppSettings, settings_from_args
 from llmseg_app.submit import SubmitTab
 
 if TYPE_CHECKING:
-    from leaderboard import Leaderboard, LeaderboardSettings
+    from leaderboard import Leaderboard
 
 logger = logging.getLogger("llmseg_app")
 
@@ -46,60 +46,55 @@ CSS = """
 MIN_UPLOAD_MB = 25  # demo images need some room even when the predictions limit is lower
 
 
-def open_leaderboard(settings: AppSettings) -> tuple[Leaderboard | None, LeaderboardSettings | None, str | None]:
+def open_leaderboard(settings: AppSettings) -> tuple[Leaderboard | None, str | None]:
     """The leaderboard, or the reason it could not open (shown in its tabs instead of failing the app)."""
     try:
         from leaderboard import Leaderboard, LeaderboardSettings
 
-        board_settings = LeaderboardSettings.from_env(**settings.leaderboard_overrides)
-        return Leaderboard(board_settings), board_settings, None
+        return Leaderboard(LeaderboardSettings.from_env(**settings.leaderboard_overrides)), None
     except Exception as error:  # the demo must keep working without a leaderboard
         logger.exception("leaderboard unavailable")
-        return None, None, f"{type(error).__name__}: {error}"
+        return None, f"{type(error).__name__}: {error}"
 
 
 def build_app(
-    settings: AppSettings | None = None,
-    *,
-    service: ModelService | None = None,
-    board: Leaderboard | None = None,
-    board_settings: LeaderboardSettings | None = None,
+    settings: AppSettings | None = None, *, service: ModelService | None = None, board: Leaderboard | None = None
 ) -> gr.Blocks:
-    """Compose the four tabs. Reads example images and the public split; loads no model."""
+    """Compose the four tabs. Opens the leaderboard unless given one and reads the examples; loads no model."""
     settings = settings or AppSettings.from_env()
     service = service or ModelService(settings.preset, settings.device)
     board_error = None
     if board is None:
-        board, board_settings, board_error = open_leaderboard(settings)
-    split = board_settings.split if board_settings is not None else "test"
+        board, board_error = open_leaderboard(settings)
+    split = board.settings.split if board is not None else "test"
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     examples = load_examples(settings.examples_data, settings.examples_split, settings.cache_dir, settings.num_examples)
+    demo_tab = DemoTab(service, examples, settings.proposals_shown, concurrency_limit=settings.segment_concurrency)
+    leaderboard_tab = submit_tab = None
+    if board is not None:
+        leaderboard_tab = LeaderboardTab(board, cache_dir=settings.cache_dir, split_label=split)
+        submit_tab = SubmitTab(
+            board,
+            require_login=settings.require_login,
+            max_upload_mb=board.settings.max_upload_mb,
+            concurrency_limit=settings.submit_concurrency,
+        )
 
     with gr.Blocks(title=TITLE, delete_cache=(3600, 3600)) as blocks:
         gr.Markdown(HEADER)
         with gr.Tabs():
             with gr.Tab("Demo", id="demo"):
-                DemoTab(
-                    service, examples, settings.proposals_shown, concurrency_limit=settings.segment_concurrency
-                ).render(blocks)
+                demo_tab.render(blocks)
             with gr.Tab("Leaderboard", id="leaderboard"):
-                if board is None:
+                if leaderboard_tab is None:
                     gr.Markdown(f"**The leaderboard could not be opened:** {board_error}")
                 else:
-                    leaderboard_tab = LeaderboardTab(board, cache_dir=settings.cache_dir, split_label=split)
                     leaderboard_tab.render(blocks)
             with gr.Tab("Submit", id="submit"):
-                if board is None:
+                if submit_tab is None or leaderboard_tab is None:
                     gr.Markdown(f"**Submissions are closed: the leaderboard could not be opened:** {board_error}")
                 else:
-                    max_mb = board_settings.max_upload_mb if board_settings is not None else MIN_UPLOAD_MB
-                    submitted = SubmitTab(
-                        board,
-                        require_login=settings.require_login,
-                        max_upload_mb=max_mb,
-                        concurrency_limit=settings.submit_concurrency,
-                    ).render()
-                    submitted.then(
+                    submit_tab.render().then(
                         leaderboard_tab.refresh,
                         inputs=leaderboard_tab.inputs,
                         outputs=leaderboard_tab.outputs,
@@ -112,14 +107,21 @@ def build_app(
     return blocks
 
 
-def launch_options(settings: AppSettings, board_settings: LeaderboardSettings | None) -> dict[str, Any]:
+def launch_options(settings: AppSettings) -> dict[str, Any]:
     """``launch()`` arguments: the held-out data and the database are never servable as files."""
+    from leaderboard import LeaderboardSettings
+
     blocked = []
+    upload_mb: float = MIN_UPLOAD_MB
+    try:
+        board_settings = LeaderboardSettings.from_env(**settings.leaderboard_overrides)
+    except ValueError:  # no leaderboard then (its tabs say why), so nothing of it to protect
+        board_settings = None
     if board_settings is not None:
         blocked.append(str(board_settings.db_path.resolve().parent))
         if Path(board_settings.data).exists():
             blocked.append(str(Path(board_settings.data).resolve()))
-    upload_mb = max(MIN_UPLOAD_MB, board_settings.max_upload_mb if board_settings is not None else 0)
+        upload_mb = max(MIN_UPLOAD_MB, board_settings.max_upload_mb)
     return {
         "server_name": settings.server_name,
         "server_port": settings.server_port,
@@ -140,11 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     service = ModelService(settings.preset, settings.device)
-    board, board_settings, _ = open_leaderboard(settings)
-    blocks = build_app(settings, service=service, board=board, board_settings=board_settings)
+    blocks = build_app(settings, service=service)
     if settings.preload:
         service.preload_in_background()
-    blocks.launch(**launch_options(settings, board_settings))
+    blocks.launch(**launch_options(settings))
     return 0
 
 
