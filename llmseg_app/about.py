@@ -38,15 +38,15 @@ to the question, and the proposals that pass the selection rule are merged into 
 The Demo tab shows those scores for the top proposals.
 
 ## The benchmark
-The leaderboard scores submissions on the held-out **test** split of `shapes-mini`, the project's
-synthetic reasoning benchmark: images of coloured shapes with questions written from each scene
-graph. Tags group the questions by the reasoning they need: `attribute` (colour and shape),
-`implicit` (world knowledge: *something that could roll*), `relation` (left of, above, nearest),
-`comparative` (largest, most corners), `unique` (*the only blue object*), `negation`,
-`multi-target` (the mask is the union of several objects) and `no-target` (nothing matches: the
-correct mask is empty). Scores follow the ReasonSeg conventions: **gIoU** is the mean per-question
-IoU (an empty prediction for an empty answer scores 1), **cIoU** the cumulative intersection over
-the cumulative union, with 95% bootstrap confidence intervals.
+With its embedded data, the leaderboard scores submissions on the held-out **test** split of
+`shapes-mini`, the project's synthetic reasoning benchmark: images of coloured shapes with
+questions written from each scene graph. Tags group the questions by the reasoning they need:
+`attribute` (colour and shape), `implicit` (world knowledge: *something that could roll*),
+`relation` (left of, above, nearest), `comparative` (largest, most corners), `unique` (*the only
+blue object*), `negation`, `multi-target` (the mask is the union of several objects) and
+`no-target` (nothing matches: the correct mask is empty). Scores follow the ReasonSeg conventions:
+**gIoU** is the mean per-question IoU (an empty prediction for an empty answer scores 1), **cIoU**
+the cumulative intersection over the cumulative union, with 95% bootstrap confidence intervals.
 """
 
 FORMAT = """
