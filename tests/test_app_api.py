@@ -162,7 +162,8 @@ def test_ground_truth_and_database_are_not_served_as_files() -> None:
 
 
 def test_model_failure_leaves_the_leaderboard_working(tmp_path: Path) -> None:
-    server = launch("--no-preload", preset=str(tmp_path / "no-such-model"))
+    # also the Spaces way of giving the address: GRADIO_SERVER_NAME / GRADIO_SERVER_PORT
+    server = launch("--no-preload", preset=str(tmp_path / "no-such-model"), address_from_env=True)
     try:
         broken = Client(server.url, verbose=False)
         row = public_rows("validation")[0]

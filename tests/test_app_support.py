@@ -66,18 +66,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(*flags: str, preset: str = PRESET, env: dict[str, str] | None = None) -> AppServer:
-    """Start ``app.py`` with a fresh database and cache; return once it answers HTTP (or fail with its log)."""
+def launch(*flags: str, preset: str = PRESET, address_from_env: bool = False) -> AppServer:
+    """Start ``app.py`` with a fresh database and cache; return once it answers HTTP (or fail with its log).
+
+    address_from_env: give the address as ``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT`` (as Spaces
+    do) instead of ``--host``/``--port``.
+    """
     folder = Path(tempfile.mkdtemp(prefix="llmseg-app-test-"))
     port = free_port()
     log = folder / "app.log"
+    address = {"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)} if address_from_env else {}
     command = [
         sys.executable,
         str(ROOT / "app.py"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
+        *([] if address_from_env else ["--host", "127.0.0.1", "--port", str(port)]),
         "--preset",
         preset,
         "--db",
@@ -95,7 +97,7 @@ def launch(*flags: str, preset: str = PRESET, env: dict[str, str] | None = None)
         "GRADIO_TEMP_DIR": str(folder / "gradio"),
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_CACHE": str(folder / "datasets"),
-        **(env or {}),
+        **address,
     }
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=out, stderr=subprocess.STDOUT)
