@@ -24,8 +24,8 @@ from typing import Any, Literal
 import datasets
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, set_seed
 from tqdm import tqdm
 
 from eval import References, evaluate, rle
@@ -302,6 +302,9 @@ def train(
         # accelerate would step a prepared scheduler num_processes times per optimiser step (it
         # assumes the DataLoader's batch grew with the process count); ours counts optimiser steps.
         step_scheduler_with_optimizer=False,
+        # Some trainable weights may not reach the loss (e.g. a fully fine-tuned CLIP tower's last
+        # layer when features come from the one before it); DDP must not wait for their gradients.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     _configure_deepspeed(accelerator, train_config)
     set_seed(train_config.seed)
@@ -383,7 +386,7 @@ def train(
         progress.update(1)
         step = state["step"]
         if step % train_config.log_every == 0 or step == end:
-            row = {name: float(np.mean(values)) for name, values in running.items()}
+            row = _mean_over_processes(accelerator, running)
             row["lr"] = scheduler.get_last_lr()[0]
             progress.set_postfix(loss=f"{row['loss']:.4f}")
             _log(output, step, row, accelerator)
@@ -396,7 +399,7 @@ def train(
     del micro_batches  # stops the worker processes
     if accelerator.is_main_process:
         plot_metrics(output / METRICS_CSV, output / "training.png")
-    return state
+    return broadcast_object_list([state])[0]  # the main process keeps the best-model bookkeeping
 
 
 def _validate_and_keep_best(
@@ -427,6 +430,14 @@ def _validate_and_keep_best(
         _unwrap(accelerator, model).save_pretrained(output / "best")
         (output / "best" / "validation_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     accelerator.wait_for_everyone()
+
+
+def _mean_over_processes(accelerator: Accelerator, running: dict[str, list[float]]) -> dict[str, float]:
+    """Each loss averaged over the interval's micro-batches of every process (a collective call)."""
+    names = list(running)
+    means = torch.tensor([float(np.mean(running[name])) for name in names], dtype=torch.float64)
+    means = accelerator.reduce(means.to(accelerator.device), reduction="mean")
+    return dict(zip(names, means.tolist(), strict=True))
 
 
 def _checkpoint(accelerator: Accelerator, last: Path, state: dict[str, Any]) -> None:
@@ -529,5 +540,6 @@ def _run(args: argparse.Namespace) -> int:
         prepared_dir=args.prepared,
         resume=not args.no_resume,
     )
-    print(f"best validation gIoU {state['best_giou']:.4f} at step {state['best_step']}; model in {output}/best")
+    if PartialState().is_main_process:
+        print(f"best validation gIoU {state['best_giou']:.4f} at step {state['best_step']}; model in {output}/best")
     return 0
