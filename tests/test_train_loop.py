@@ -12,6 +12,7 @@ the learning test validates on the training split itself, the classic "overfit a
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -187,6 +188,26 @@ def test_cli_trains_and_writes_the_run_folder(shapes16: tuple[Path, Path], tmp_p
     for name in ("last/trainer_state.json", "best/config.json", "metrics.csv", "training.png", "train_config.json"):
         assert (output / name).is_file(), name
     assert json.loads((output / "train_config.json").read_text())["batch_size"] == 2
+
+
+def test_two_processes_train_through_accelerate_launch(shapes16: tuple[Path, Path], tmp_path: Path) -> None:
+    """The documented multi-GPU command, on two CPU processes (gloo): shares, checkpoints, one report."""
+    data, prepared = shapes16
+    output = tmp_path / "run"
+    with socket.socket() as probe:  # a free port: other test runs may share this machine
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    command += ["--main_process_port", str(port), "-m", "llmseg", "train", "--preset", "tiny", "--data", str(data)]
+    command += ["--prepared", str(prepared), "--output", str(output), "--steps", "2", "--batch-size", "2"]
+    command += ["--validation-split", "train", "--validation-limit", "2", "--data-workers", "0"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).parent.parent, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("best validation gIoU") == 1
+    assert (output / "last" / "random_states_0.pkl").is_file() and (output / "last" / "random_states_1.pkl").is_file()
+    assert json.loads((output / "last" / TRAIN_STATE).read_text())["step"] == 2
+    assert [step for step, _ in read_metrics(output / "metrics.csv")["loss"]] == [2]
 
 
 @pytest.mark.parametrize(
