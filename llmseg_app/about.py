@@ -65,15 +65,14 @@ In Python, `eval.rle.encode(mask)` turns an `HxW` bool array into that dict (it 
 
 OFFLINE = """
 ## Evaluate offline
-The leaderboard and the command line share one evaluator. Score a file on the public validation
-split, which ships with its masks:
+The leaderboard and the command line share one evaluator. Predict the public validation split,
+which ships with its masks, and score it; then predict the test split and submit that file:
 
 ```bash
-.venv/bin/python -m eval predictions.jsonl --data data/shapes-mini --split validation
-.venv/bin/python -m eval predictions.jsonl --data data/shapes-mini --split validation --json
+.venv/bin/python -m llmseg predict --preset shapes --data data/shapes-mini --split validation --out val.jsonl
+.venv/bin/python -m eval val.jsonl --data data/shapes-mini --split validation          # add --json for a JSON report
+.venv/bin/python -m llmseg predict --preset shapes --data data/shapes-mini --split test --out test.jsonl
 ```
-
-Predictions from a model preset come from `python -m llmseg predict` (see the README).
 """
 
 
