@@ -252,19 +252,27 @@ def validate(
     return evaluate(predictions, references, n_bootstrap=200), sum(losses) / max(1, len(data))
 
 
-def _configure_deepspeed(accelerator: Accelerator, train_config: TrainConfig) -> None:
-    """Fill the DeepSpeed config's batch size and clipping from ``train_config`` (no-op without DeepSpeed).
+def _apply_batch_settings(accelerator: Accelerator, train_config: TrainConfig) -> None:
+    """Make accelerate (and DeepSpeed, when launched with it) use ``train_config``'s batch settings.
 
-    accelerate reads ``train_micro_batch_size_per_gpu`` from a prepared DataLoader; this loop
-    samples its own batches, so it sets the value itself, and ``gradient_clipping: auto`` would
-    otherwise become accelerate's 1.0 instead of ``max_grad_norm``.
+    A launch config's ``gradient_accumulation_steps`` reaches accelerate through the environment and
+    would override the constructor's, while this loop always runs ``train_config``'s count of
+    micro-batches per step. DeepSpeed reads its micro-batch size from a prepared DataLoader, which
+    this loop does not use, and ``gradient_clipping: auto`` would become accelerate's 1.0 instead of
+    ``max_grad_norm``.
     """
+    accelerator.gradient_accumulation_steps = train_config.gradient_accumulation_steps
     plugin = accelerator.state.deepspeed_plugin
     if plugin is None:
         return
-    plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = train_config.batch_size
-    if plugin.deepspeed_config.get("gradient_clipping", "auto") == "auto":
-        plugin.deepspeed_config["gradient_clipping"] = train_config.max_grad_norm
+    config = plugin.deepspeed_config
+    config["train_micro_batch_size_per_gpu"] = train_config.batch_size
+    config["gradient_accumulation_steps"] = train_config.gradient_accumulation_steps
+    config["train_batch_size"] = (
+        train_config.batch_size * train_config.gradient_accumulation_steps * accelerator.num_processes
+    )
+    if config.get("gradient_clipping", "auto") == "auto":
+        config["gradient_clipping"] = train_config.max_grad_norm
 
 
 def _unwrap(accelerator: Accelerator, model: torch.nn.Module) -> LLMSeg:
@@ -306,14 +314,16 @@ def train(
         # layer when features come from the one before it); DDP must not wait for their gradients.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
-    _configure_deepspeed(accelerator, train_config)
+    _apply_batch_settings(accelerator, train_config)
     set_seed(train_config.seed)
     prepared_dir = Path(prepared_dir) if prepared_dir else output / "prepared"
     splits = (train_config.train_split, train_config.validation_split)
     sources = (data, validation_data or data)
     for split, source in zip(splits, sources, strict=True):
         if accelerator.is_main_process and not (prepared_dir / f"{split}.parquet").is_file():
-            prepare(config, source, split, prepared_dir, workers=max(1, train_config.data_workers))
+            # SAM runs on the accelerator; the colour generator is CPU work shared by worker processes.
+            device = str(accelerator.device) if config.proposals.kind == "sam" else "cpu"
+            prepare(config, source, split, prepared_dir, device=device, workers=max(1, train_config.data_workers))
     accelerator.wait_for_everyone()
 
     train_data = TrainingData(load_split(data, splits[0]), load_prepared(prepared_dir, splits[0]))
