@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from llmseg.train import (
     PRESET_TRAIN_DEFAULTS,
     TrainConfig,
+    _apply_batch_settings,
     linear_warmup_cosine,
     micro_batch_indices,
     sample_order,
@@ -105,3 +107,40 @@ def test_settings_layer_release_preset_and_overrides() -> None:
 def test_bad_settings_are_value_errors(overrides: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         train_config_for("tiny", overrides)
+
+
+def test_deepspeed_gets_the_loops_batch_settings() -> None:
+    """Without a DataLoader, DeepSpeed's micro-batch, accumulation and clipping come from TrainConfig."""
+    plugin = SimpleNamespace(
+        deepspeed_config={
+            "train_micro_batch_size_per_gpu": "auto",
+            "train_batch_size": "auto",
+            "gradient_accumulation_steps": 1,  # what a launch config's environment would impose
+            "gradient_clipping": "auto",
+            "zero_optimization": {"stage": 2},
+        }
+    )
+    accelerator = SimpleNamespace(
+        state=SimpleNamespace(deepspeed_plugin=plugin), num_processes=2, gradient_accumulation_steps=1
+    )
+    settings = train_config_for("llmseg-7b", {"gradient_accumulation_steps": 3, "max_grad_norm": 0.5})
+    _apply_batch_settings(accelerator, settings)
+    assert accelerator.gradient_accumulation_steps == 3
+    assert plugin.deepspeed_config == {
+        "train_micro_batch_size_per_gpu": settings.batch_size,
+        "train_batch_size": settings.batch_size * 3 * 2,
+        "gradient_accumulation_steps": 3,
+        "gradient_clipping": 0.5,
+        "zero_optimization": {"stage": 2},
+    }
+    plugin.deepspeed_config["gradient_clipping"] = 2.0  # a value set in the DeepSpeed config file stays
+    _apply_batch_settings(accelerator, settings)
+    assert plugin.deepspeed_config["gradient_clipping"] == 2.0
+
+
+def test_without_deepspeed_only_the_accumulation_is_set() -> None:
+    accelerator = SimpleNamespace(
+        state=SimpleNamespace(deepspeed_plugin=None), num_processes=1, gradient_accumulation_steps=1
+    )
+    _apply_batch_settings(accelerator, train_config_for("tiny", {"gradient_accumulation_steps": 4}))
+    assert accelerator.gradient_accumulation_steps == 4
