@@ -10,8 +10,9 @@ import argparse
 import sys
 
 from llmseg import predict, prepare, train
+from llmseg.model import convert_official
 
-COMMANDS = (predict, prepare, train)
+COMMANDS = (predict, prepare, train, convert_official)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -113,7 +113,7 @@ def _resolve_preset(name: str) -> tuple[LLMSegConfig, Path | None]:
         if not (preset.weights / CONFIG_NAME).is_file():
             raise ValueError(
                 f"the {name!r} preset's trained weights are not in this checkout ({preset.weights} has no "
-                f"{CONFIG_NAME}): train them with `python -m llmseg train`, or use the `tiny` preset"
+                f"{CONFIG_NAME}): {preset.how_to_get_weights}"
             )
         return LLMSegConfig.from_pretrained(preset.weights), preset.weights
     if preset.random_weights_ok:

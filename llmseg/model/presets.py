@@ -37,15 +37,17 @@ TINY_VOCABULARY = (
 class Preset:
     """A named configuration.
 
-    ``weights``: a checkpoint folder inside the package (``None`` when the preset has none).
+    ``weights``: the checkpoint folder the preset loads (``None`` when the preset has none).
     ``random_weights_ok``: whether ``from_pretrained`` may build the preset with untrained heads
     (true only for ``tiny``, whose purpose is to be small and random).
+    ``how_to_get_weights``: what to run when ``weights`` is missing.
     """
 
     description: str
     build_config: Callable[[], LLMSegConfig]
     weights: Path | None = None
     random_weights_ok: bool = False
+    how_to_get_weights: str = "train them with `python -m llmseg train`, or use the `tiny` preset"
 
 
 def tiny_llava_config(*, image_size: int, vision_width: int, text_width: int, layers: int = 2) -> dict[str, Any]:
@@ -178,10 +180,36 @@ def llmseg_7b() -> LLMSegConfig:
     )
 
 
+# Where `python -m llmseg convert-official --out ...` is expected to write the released weights.
+OFFICIAL_CHECKPOINT_DIR = Path("checkpoints/llmseg-official")
+
+
+def llmseg_official() -> LLMSegConfig:
+    """The authors' released weights, converted: the release's prompt ids, ``[SEG]`` token and
+    query position on top of the ``llmseg-7b`` choices. The converter writes the same config."""
+    config = llmseg_7b()
+    config.name = "llmseg-official"
+    config.region_encoder.dinov2 = str(OFFICIAL_CHECKPOINT_DIR / "dinov2")
+    config.vlm.llava = str(OFFICIAL_CHECKPOINT_DIR / "llava")
+    config.vlm.seg_token = "[SEG]"
+    config.vlm.prompt_style = "official"
+    config.vlm.query_position = "before_seg"
+    return config
+
+
 PRESETS: dict[str, Preset] = {
     "tiny": Preset("random ~0.3M-parameter model for tests", tiny, random_weights_ok=True),
     "shapes": Preset("small model trained on the synthetic shapes world", shapes, weights=PRESETS_DIR / "shapes"),
     "llmseg-7b": Preset("SAM ViT-H + LLaVA-1.5-7B + DINOv2-L, the release's architecture", llmseg_7b),
+    "llmseg-official": Preset(
+        "the authors' released weights, converted from their DeepSpeed checkpoint",
+        llmseg_official,
+        weights=OFFICIAL_CHECKPOINT_DIR,
+        how_to_get_weights=(
+            "download a released checkpoint and run `python -m llmseg convert-official ... "
+            f"--out {OFFICIAL_CHECKPOINT_DIR}` (see the README)"
+        ),
+    ),
 }
 
 
