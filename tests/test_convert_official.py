@@ -580,7 +580,6 @@ def test_a_file_pickling_more_than_tensors_still_loads(tmp_path):
 def test_command_line_converts_and_reports_errors_in_one_line(release, tmp_path, monkeypatch, capsys):
     from llmseg import __main__ as cli
 
-    monkeypatch.setattr(cli, "COMMANDS", (*cli.COMMANDS, convert_official))
     repo, _, tokenizer_dir, sam, _ = release
     arguments = ["convert-official", "--checkpoint", str(repo), "--base-tokenizer", str(tokenizer_dir)]
     arguments += ["--sam-checkpoint", str(sam)]
