@@ -577,7 +577,7 @@ def test_a_file_pickling_more_than_tensors_still_loads(tmp_path):
     assert torch.equal(module["w"], torch.ones(2)) and "args" in ignored
 
 
-def test_command_line_converts_and_reports_errors_in_one_line(release, tmp_path, monkeypatch, capsys):
+def test_command_line_converts_and_reports_errors_in_one_line(release, tmp_path, capsys):
     from llmseg import __main__ as cli
 
     repo, _, tokenizer_dir, sam, _ = release
