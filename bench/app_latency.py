@@ -7,7 +7,7 @@ Launches ``python app.py`` as a user would (fresh database, 127.0.0.1, a free po
   first question about an image (proposals and image features computed), a second, different
   question about the same image (image work served from the cache) and the first question again.
 The reference, in the same run, is the same questions asked of an in-process ``Segmenter``
-(no HTTP, no gradio): the ratio is the app's overhead. Prints a table and writes
+(no HTTP, no gradio) right after each API call: the ratio is the app's overhead. Prints a table and writes
 ``bench/results/app_latency.json``.
 
     .venv/bin/python bench/app_latency.py [--preset shapes] [--images 5]
@@ -30,7 +30,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
 from eval.contract import load_split  # noqa: E402
+from llmseg.model.llmseg import LLMSeg  # noqa: E402
+from llmseg.pipeline import Segmenter  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "app_latency.json"
 PUBLIC_DATA = ROOT / "data" / "shapes-mini"
@@ -107,35 +112,26 @@ def main() -> int:
         def ask(path: Path, question: str) -> None:
             client.predict(handle_file(str(path)), question, api_name="/segment")
 
-        api = {"first": [], "second_question": [], "same_question_again": []}
+        # The reference in the same process as the client, asked right after the API each time, so
+        # the load of a shared machine weighs on both alike.
+        segmenter = Segmenter(LLMSeg.from_pretrained(args.preset))
+
+        def ask_directly(path: Path, question: str) -> None:
+            image = np.asarray(Image.open(path).convert("RGB"))  # the server decodes the upload too
+            segmenter.segment(image, question, answer=True)  # the app asks for the text answer too
+
+        kinds = ("first", "second_question", "same_question_again")
+        api: dict[str, list[float]] = {kind: [] for kind in kinds}
+        direct: dict[str, list[float]] = {kind: [] for kind in kinds}
         for path, question in images:
-            api["first"].append(timed(ask, path, question))
-            api["second_question"].append(timed(ask, path, SECOND_QUESTION))
-            api["same_question_again"].append(timed(ask, path, question))
+            for kind, asked in zip(kinds, (question, SECOND_QUESTION, question), strict=True):
+                api[kind].append(timed(ask, path, asked))
+                direct[kind].append(timed(ask_directly, path, asked))
     finally:
         process.terminate()
         process.wait(timeout=30)
         log.close()
-
-    # The reference: the same questions to an in-process Segmenter (after the server has stopped).
-    import numpy as np
-    from PIL import Image
-
-    from llmseg.model.llmseg import LLMSeg
-    from llmseg.pipeline import Segmenter
-
-    segmenter = Segmenter(LLMSeg.from_pretrained(args.preset))
-
-    def ask_directly(image: np.ndarray, question: str) -> None:
-        segmenter.segment(image, question, answer=True)  # the app asks for the text answer too
-
-    direct = {"first": [], "second_question": [], "same_question_again": []}
-    for path, question in images:
-        image = np.asarray(Image.open(path).convert("RGB"))
-        direct["first"].append(timed(ask_directly, image, question))
-        direct["second_question"].append(timed(ask_directly, image, SECOND_QUESTION))
-        direct["same_question_again"].append(timed(ask_directly, image, question))
-    shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
     medians = {
         kind: {
