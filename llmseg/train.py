@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import json
 import math
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -166,20 +167,43 @@ def _as_list(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def loader(
-    data: TrainingData, batches: Iterator[list[int]] | list[list[int]], workers: int
+    data: TrainingData,
+    batches: Iterator[list[int]] | list[list[int]],
+    workers: int,
+    collate_fn: Callable[[list[dict[str, Any]]], Any] = _as_list,
 ) -> torch.utils.data.DataLoader:
-    """Decoded micro-batches in the order ``batches`` gives, decoded ahead by ``workers`` processes."""
+    """Micro-batches in the order ``batches`` gives, decoded (and passed through ``collate_fn``)
+    ahead by ``workers`` processes."""
     return torch.utils.data.DataLoader(
         data,
         batch_sampler=batches,
         num_workers=workers,
-        collate_fn=_as_list,
+        collate_fn=collate_fn,
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
+        # Forked workers inherit ``collate_fn`` (a model, for training_batches) instead of pickling it.
+        multiprocessing_context="fork" if workers else None,
         # Its own generator: a new iterator would otherwise draw a worker seed from the global torch
         # RNG, so validating (or resuming) would shift every later dropout mask.
         generator=torch.Generator().manual_seed(0),
     )
+
+
+def training_batches(
+    model: LLMSeg, data: TrainingData, batches: Iterator[list[int]], workers: int
+) -> Iterator[TrainingBatch]:
+    """Model-ready micro-batches in the order ``batches`` gives.
+
+    On a CPU, worker processes also collate (measure targets, resize masks to the feature map: up
+    to half a step's time for the ``shapes`` preset), so the model never waits for it; collation
+    depends on the config only, not on weights, so the workers' copy of the model stays valid. A
+    model on an accelerator collates in the main process, as forked workers cannot use CUDA.
+    """
+    if workers and model.device.type == "cpu":
+        yield from loader(data, batches, workers, functools.partial(collate, model))
+    else:
+        for samples in loader(data, batches, workers):
+            yield collate(model, samples)
 
 
 def sample_order(size: int, epoch: int, seed: int) -> np.ndarray:
@@ -378,11 +402,11 @@ def train(
         _validate_and_keep_best(accelerator, model, validation_set, references, train_config, output, state)
     running: dict[str, list[float]] = {}
     unwrapped = _unwrap(accelerator, model)
-    micro_batches = iter(loader(train_data, batches, train_config.data_workers))
+    micro_batches = training_batches(unwrapped, train_data, batches, train_config.data_workers)
     while state["step"] < end:
         for _ in range(train_config.gradient_accumulation_steps):
             with accelerator.accumulate(model):
-                out = model(collate(unwrapped, next(micro_batches)))
+                out = model(next(micro_batches))
                 accelerator.backward(out.loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(parameters, train_config.max_grad_norm)
@@ -406,7 +430,7 @@ def train(
         if step % train_config.checkpoint_every == 0 or step == end:
             _checkpoint(accelerator, last, state)
     progress.close()
-    del micro_batches  # stops the worker processes
+    micro_batches.close()  # stops the worker processes
     if accelerator.is_main_process:
         plot_metrics(output / METRICS_CSV, output / "training.png")
     return broadcast_object_list([state])[0]  # the main process keeps the best-model bookkeeping
