@@ -69,6 +69,9 @@ class TrainConfig:
     validation_batch_size: int = 32
     # DataLoader processes decoding images and proposals ahead of the model (0: in the main process).
     data_workers: int = 1
+    # torch intra-op threads of each process (None: torch's default). On CPUs shared with other
+    # jobs, 1 avoids threads stalling on preempted siblings (8x faster in bench/train_speed.py).
+    torch_threads: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -108,6 +111,8 @@ def train_config_for(preset: str, overrides: dict[str, Any] | None = None) -> Tr
         raise ValueError("learning_rate and max_grad_norm must be positive")
     if config.warmup_steps < 0 or config.data_workers < 0 or config.weight_decay < 0:
         raise ValueError("warmup_steps, data_workers and weight_decay must be zero or more")
+    if config.torch_threads is not None and config.torch_threads < 1:
+        raise ValueError("torch_threads must be at least 1 (leave it out for torch's default)")
     if config.validation_limit is not None and config.validation_limit < 1:
         raise ValueError("validation_limit must be at least 1 (leave it out to validate on the whole split)")
     return config
@@ -339,6 +344,8 @@ def train(
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     _apply_batch_settings(accelerator, train_config)
+    if train_config.torch_threads is not None:
+        torch.set_num_threads(train_config.torch_threads)
     set_seed(train_config.seed)
     prepared_dir = Path(prepared_dir) if prepared_dir else output / "prepared"
     splits = (train_config.train_split, train_config.validation_split)
@@ -535,7 +542,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train a model (through accelerate: CPU, GPUs, DeepSpeed)",
-        description="Every TrainConfig field is a flag: --steps, --batch-size, --learning-rate, ...",
+        description=(
+            "Every TrainConfig field is a flag. Defaults: the release's, then the preset's "
+            f"({', '.join(f'{name}: {values}' for name, values in PRESET_TRAIN_DEFAULTS.items())})."
+        ),
     )
     parser.add_argument(
         "--preset", required=True, help="preset name (tiny, shapes, llmseg-7b), a config.json, or a model folder"
@@ -551,7 +561,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices = typing.get_args(kind) if typing.get_origin(kind) is Literal else None
         caster = {int: int, float: float, str: str}.get(kind, int if "int" in str(kind) else str)
         flag = f"--{f.name.replace('_', '-')}"
-        parser.add_argument(flag, dest=f"set_{f.name}", type=caster, choices=choices, default=None)
+        parser.add_argument(
+            flag,
+            dest=f"set_{f.name}",
+            type=caster,
+            choices=choices,
+            default=None,
+            metavar=None if choices else f.name.upper(),
+            help=f"release default: {f.default}",
+        )
     parser.set_defaults(run=_run)
 
 

@@ -101,6 +101,7 @@ def test_settings_layer_release_preset_and_overrides() -> None:
         ({"learning_rate": 0.0}, "positive"),
         ({"warmup_steps": -1}, "zero or more"),
         ({"validation_limit": 0}, "validation_limit"),
+        ({"torch_threads": 0}, "torch_threads"),
         ({"mixed_precision": "fp8"}, "mixed_precision"),
     ],
 )
