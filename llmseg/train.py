@@ -57,6 +57,10 @@ class TrainConfig:
     adam_beta2: float = 0.95
     weight_decay: float = 0.0
     warmup_steps: int = 100
+    # The decay to zero after the linear warm-up: "linear" is the release's (DeepSpeed's
+    # WarmupDecayLR) and the llmseg-7b preset's; the dataclass keeps "cosine", which every run
+    # used before this option existed.
+    lr_schedule: Literal["cosine", "linear"] = "cosine"
     max_grad_norm: float = 1.0
     mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
     eval_every: int = 500
@@ -79,6 +83,7 @@ class TrainConfig:
 
 # Per-preset defaults where the release's do not fit (``shapes`` trains from scratch on a CPU).
 PRESET_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "llmseg-7b": {"lr_schedule": "linear"},
     "shapes": {
         "steps": 3000,
         "batch_size": 32,
@@ -103,8 +108,10 @@ def train_config_for(preset: str, overrides: dict[str, Any] | None = None) -> Tr
     config = TrainConfig(**values)
     if config.steps < 1 or config.batch_size < 1 or config.gradient_accumulation_steps < 1:
         raise ValueError("steps, batch_size and gradient_accumulation_steps must be at least 1")
-    if config.mixed_precision not in ("no", "bf16", "fp16"):
-        raise ValueError("mixed_precision must be one of no, bf16, fp16")
+    hints = typing.get_type_hints(TrainConfig)
+    for name, hint in hints.items():
+        if typing.get_origin(hint) is Literal and getattr(config, name) not in typing.get_args(hint):
+            raise ValueError(f"{name} must be one of {', '.join(typing.get_args(hint))}")
     if min(config.eval_every, config.checkpoint_every, config.log_every, config.validation_batch_size) < 1:
         raise ValueError("eval_every, checkpoint_every, log_every and validation_batch_size must be at least 1")
     if config.learning_rate <= 0 or config.max_grad_norm <= 0:
@@ -243,12 +250,18 @@ def micro_batch_indices(
         position += global_batch
 
 
-def linear_warmup_cosine(step: int, warmup: int, total: int) -> float:
-    """Learning-rate factor: linear warm-up, then cosine decay to zero."""
+def learning_rate_factor(step: int, warmup: int, total: int, schedule: str = "cosine") -> float:
+    """Learning-rate factor of optimiser step ``step`` (from 0): linear warm-up over ``warmup`` steps,
+    then a ``"cosine"`` or ``"linear"`` decay that reaches zero at step ``total``.
+
+    The warm-up starts at 1/warmup, not at zero as DeepSpeed's WarmupDecayLR does, so no step is wasted.
+    """
     if step < warmup:
         return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @torch.no_grad()
@@ -376,7 +389,10 @@ def train(
         weight_decay=train_config.weight_decay,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: linear_warmup_cosine(step, train_config.warmup_steps, train_config.steps)
+        optimizer,
+        lambda step: learning_rate_factor(
+            step, train_config.warmup_steps, train_config.steps, train_config.lr_schedule
+        ),
     )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 

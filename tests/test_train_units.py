@@ -13,7 +13,7 @@ from llmseg.train import (
     PRESET_TRAIN_DEFAULTS,
     TrainConfig,
     _apply_batch_settings,
-    linear_warmup_cosine,
+    learning_rate_factor,
     micro_batch_indices,
     sample_order,
     train_config_for,
@@ -73,23 +73,34 @@ def test_empty_training_split_is_a_clear_error() -> None:
         next(micro_batch_indices(0, 0, 4, seed=0))
 
 
-def test_schedule_warms_up_linearly_then_decays_to_zero() -> None:
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_schedule_warms_up_linearly_then_decays_to_zero(schedule: str) -> None:
     warmup, total = 10, 110
-    factors = [linear_warmup_cosine(step, warmup, total) for step in range(total + 5)]
+    factors = [learning_rate_factor(step, warmup, total, schedule) for step in range(total + 5)]
     assert factors[:warmup] == pytest.approx([(s + 1) / warmup for s in range(warmup)])
     assert factors[warmup] == pytest.approx(1.0)
-    assert factors[warmup + 50] == pytest.approx(0.5)  # half-way through the cosine
+    assert factors[warmup + 50] == pytest.approx(0.5)  # half-way through the decay, both shapes
+    quarter = factors[warmup + 25]
+    assert quarter == pytest.approx(0.75 if schedule == "linear" else 0.5 * (1 + math.cos(math.pi / 4)))
     assert all(a >= b for a, b in zip(factors[warmup:], factors[warmup + 1 :], strict=False))
     assert factors[total:] == pytest.approx([0.0] * 5)
 
 
 def test_settings_layer_release_preset_and_overrides() -> None:
     release = train_config_for("llmseg-7b")
-    assert release == TrainConfig()
+    assert release == TrainConfig(lr_schedule="linear")
     assert (release.learning_rate, release.warmup_steps, release.steps, release.max_grad_norm) == (1e-4, 100, 5000, 1.0)
+    assert (release.adam_beta1, release.adam_beta2, release.weight_decay, release.mixed_precision) == (
+        0.9,
+        0.95,
+        0.0,
+        "bf16",
+    )
+    assert release.batch_size * 2 * release.gradient_accumulation_steps == 20  # the release: 2 GPUs, batch 20
     shapes = train_config_for("shapes", {"steps": 7})
     assert shapes.batch_size == PRESET_TRAIN_DEFAULTS["shapes"]["batch_size"]
     assert shapes.steps == 7
+    assert shapes.lr_schedule == "cosine"
 
 
 @pytest.mark.parametrize(
@@ -103,6 +114,7 @@ def test_settings_layer_release_preset_and_overrides() -> None:
         ({"validation_limit": 0}, "validation_limit"),
         ({"torch_threads": 0}, "torch_threads"),
         ({"mixed_precision": "fp8"}, "mixed_precision"),
+        ({"lr_schedule": "step"}, "lr_schedule"),
     ],
 )
 def test_bad_settings_are_value_errors(overrides: dict, message: str) -> None:
