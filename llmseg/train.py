@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import typing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -73,8 +74,9 @@ class TrainConfig:
     validation_batch_size: int = 32
     # DataLoader processes decoding images and proposals ahead of the model (0: in the main process).
     data_workers: int = 1
-    # torch intra-op threads of each process (None: torch's default). On CPUs shared with other
-    # jobs, 1 avoids threads stalling on preempted siblings (8x faster in bench/train_speed.py).
+    # torch intra-op threads of each process. None: on a CPU, its share of the cores less one per
+    # data worker; else torch's default. On CPUs shared with other jobs, 1 avoids threads stalling on
+    # preempted siblings (8x faster in bench/train_speed.py).
     torch_threads: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -359,6 +361,11 @@ def train(
     _apply_batch_settings(accelerator, train_config)
     if train_config.torch_threads is not None:
         torch.set_num_threads(train_config.torch_threads)
+    elif accelerator.device.type == "cpu" and train_config.data_workers:
+        # Leave the decoding workers (and the other processes) their cores: oversubscribed OpenMP
+        # threads spin and made each step 3x slower on a 2-core machine.
+        cores = (os.cpu_count() or 1) // accelerator.num_processes
+        torch.set_num_threads(max(1, cores - train_config.data_workers))
     set_seed(train_config.seed)
     prepared_dir = Path(prepared_dir) if prepared_dir else output / "prepared"
     splits = (train_config.train_split, train_config.validation_split)
