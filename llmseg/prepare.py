@@ -91,6 +91,8 @@ def prepare(
     ``workers`` > 1 splits the questions into contiguous parts prepared by as many processes
     (CPU proposal generators only); the output does not depend on it.
     """
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {limit} (leave it out to prepare the whole split)")
     dataset = load_split(data, split)
     if limit is not None:
         dataset = dataset.select(range(min(limit, len(dataset))))

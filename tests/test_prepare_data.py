@@ -97,11 +97,19 @@ def test_missing_prepared_file_names_the_command_that_makes_it(tmp_path: Path) -
         load_prepared(tmp_path, "train")
 
 
-def test_cli_error_for_an_unknown_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    arguments = ["prepare", "--preset", "tiny", "--data", MINI, "--split", "training", "--out", str(tmp_path)]
-    assert main(arguments) == 2
+@pytest.mark.parametrize(
+    ("arguments", "message"), [(["--split", "training"], "training"), (["--limit", "0"], "--limit")]
+)
+def test_cli_errors_are_one_line(
+    arguments: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["prepare", "--preset", "tiny", "--data", MINI, "--out", str(tmp_path)]
+    if "--split" not in arguments:
+        base += ["--split", "validation"]
+    assert main([*base, *arguments]) == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith("error: ") and "\n" not in error
+    assert error.startswith("error: ") and "\n" not in error and message in error, error
+    assert not (tmp_path / "validation.parquet").exists()
 
 
 def test_training_rejects_proposals_prepared_for_other_data(prepared: Path, tmp_path: Path) -> None:
