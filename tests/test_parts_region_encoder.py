@@ -186,3 +186,39 @@ def test_from_config_loads_a_saved_backbone_and_explains_missing_ones(tmp_path):
 def test_preprocess_rejects_non_rgb(encoder):
     with pytest.raises(ValueError, match="HWC uint8 RGB"):
         encoder.preprocess(np.zeros((8, 8, 4), np.uint8))
+
+
+def test_color_features_add_a_linear_map_of_the_image_colours():
+    torch.manual_seed(0)
+    plain = RegionEncoder.from_config(tiny_config())
+    colored = RegionEncoder(tiny_config(color_features=True), backbone=plain.backbone)
+    colored.conv.load_state_dict(plain.conv.state_dict())
+    image = np.zeros((56, 56, 3), np.uint8)
+    image[:, 28:] = (200, 30, 30)
+    pixels = plain.preprocess(image)[None]
+    difference = colored.feature_map(pixels) - plain.feature_map(pixels)
+    expected = colored.color_projection(F.adaptive_avg_pool2d(pixels, 16))
+    torch.testing.assert_close(difference, expected)
+    # the left (black) and right (red) halves pool to different colour terms
+    halves = torch.zeros(1, 2, 16, 16)
+    halves[0, 0, :, :8], halves[0, 1, :, 8:] = 1, 1
+    pooled = colored.pool(difference, halves)
+    assert not torch.allclose(pooled[0, 0], pooled[0, 1])
+
+
+def test_mask_geometry_gives_box_and_area_fractions():
+    masks = torch.zeros(2, 16, 16)
+    masks[0, 2:6, 4:12] = 1  # rows 2..5, columns 4..11
+    geometry = region_encoder_module.mask_geometry(masks)
+    torch.testing.assert_close(geometry[0], torch.tensor([4 / 16, 2 / 16, 12 / 16, 6 / 16, (32 / 256) ** 0.5]))
+    torch.testing.assert_close(geometry[1], torch.zeros(5))  # an empty mask
+
+
+def test_box_embedding_tells_sizes_apart():
+    torch.manual_seed(0)
+    encoder = RegionEncoder.from_config(tiny_config(box_embedding=True))
+    small, large = torch.zeros(16, 16), torch.zeros(16, 16)
+    small[4:6, 4:6], large[2:14, 2:14] = 1, 1
+    flat = torch.ones(1, 8, 16, 16)  # every position has the same feature: only the box term differs
+    pooled = encoder.pool(flat, torch.stack([small, large])[None])
+    assert not torch.allclose(pooled[0, 0], pooled[0, 1])

@@ -68,6 +68,12 @@ class RegionEncoderConfig:
     # Not in the release: side of the proposal-mask crop embedded by an MLP (0 = off); pooling
     # washes shape out, this keeps it.
     shape_embedding_size: int = 0
+    # Not in the release: a 1x1 conv of the image's own RGB added to the feature map, so a region's
+    # colour survives pooling exactly even when the backbone is small and trained from scratch.
+    color_features: bool = False
+    # Not in the release: the proposal's box and area (fractions of the padded square) embedded by
+    # an MLP and added to its pooled feature, so size and extent are explicit ("the largest ...").
+    box_embedding: bool = False
 
 
 @dataclass

@@ -125,8 +125,9 @@ def shapes() -> LLMSegConfig:
     """Small models trained from scratch for the synthetic ``shapes`` world, with the calibrated fixes.
 
     Not the release: every query token feeds the fusion, pooled features keep position (2-D
-    encoding) and shape (mask-crop embedding), an existence head decides "no target", and the
-    rule is top-1 by similarity union IoP > 0.9 (see selection-calibration.md).
+    encoding), shape (mask-crop embedding), colour (the image's RGB added to the map) and extent
+    (box and area embedding), an existence head decides "no target", and the rule is top-1 by
+    similarity union IoP > 0.9 (see selection-calibration.md and the README's ablation).
     """
     from llmseg.data.shapes import vocabulary  # only this preset needs the synthetic world's words
 
@@ -142,6 +143,8 @@ def shapes() -> LLMSegConfig:
             trainable_backbone=True,
             positional_encoding=True,
             shape_embedding_size=16,
+            color_features=True,
+            box_embedding=True,
         ),
         vlm=VLMConfig(
             llava=None,

@@ -99,6 +99,26 @@ def mask_shape_crops(masks: torch.Tensor, crop_size: int) -> torch.Tensor:
     return crops[:, 0].to(masks.dtype)
 
 
+def mask_geometry(masks: torch.Tensor) -> torch.Tensor:
+    """(N, f, f) soft masks -> (N, 5): box (left, top, right, bottom) and sqrt(area), as fractions of f.
+
+    The box is that of the pixels above one half; an empty mask gives zeros.
+    """
+    count, height, width = masks.shape
+    solid = masks > 0.5
+    rows, cols = solid.any(dim=2), solid.any(dim=1)
+    row_index = torch.arange(height, device=masks.device)[None].expand(count, -1)
+    col_index = torch.arange(width, device=masks.device)[None].expand(count, -1)
+    top = torch.where(rows, row_index, height).amin(dim=1)
+    bottom = torch.where(rows, row_index, -1).amax(dim=1) + 1
+    left = torch.where(cols, col_index, width).amin(dim=1)
+    right = torch.where(cols, col_index, -1).amax(dim=1) + 1
+    box = torch.stack([left / width, top / height, right / width, bottom / height], dim=1).float()
+    box[~rows.any(dim=1)] = 0.0
+    area = masks.float().sum(dim=(1, 2)) / (height * width)
+    return torch.cat([box, area.sqrt()[:, None]], dim=1)
+
+
 class RegionEncoder(nn.Module):
     """DINOv2 feature map + per-proposal mask pooling (``conv`` is the release's ``lisa_dino_conv``)."""
 
@@ -130,6 +150,12 @@ class RegionEncoder(nn.Module):
                 nn.Linear(config.out_dim, config.out_dim),
             )
             if config.shape_embedding_size > 0
+            else None
+        )
+        self.color_projection = nn.Conv2d(3, config.out_dim, kernel_size=1) if config.color_features else None
+        self.box_embedding = (
+            nn.Sequential(nn.Linear(5, config.out_dim), nn.ReLU(), nn.Linear(config.out_dim, config.out_dim))
+            if config.box_embedding
             else None
         )
 
@@ -196,6 +222,9 @@ class RegionEncoder(nn.Module):
         features = features.to(self.conv.weight.dtype)
         if self.position_encoding is not None:
             features = features + self.position_encoding
+        if self.color_projection is not None:
+            colors = F.adaptive_avg_pool2d(pixel_values.float(), side).to(self.color_projection.weight.dtype)
+            features = features + self.color_projection(colors)
         return features
 
     def pool(self, feature_map: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -212,6 +241,9 @@ class RegionEncoder(nn.Module):
             crops = mask_shape_crops(weights.flatten(0, 1), self.config.shape_embedding_size)
             shapes = self.shape_embedding(crops.flatten(1).to(self.shape_embedding[0].weight.dtype))
             pooled = pooled + shapes.view(*weights.shape[:2], -1).to(pooled.dtype)
+        if self.box_embedding is not None:
+            geometry = mask_geometry(weights.flatten(0, 1)).to(self.box_embedding[0].weight.dtype)
+            pooled = pooled + self.box_embedding(geometry).view(*weights.shape[:2], -1).to(pooled.dtype)
         return pooled
 
     def forward(self, pixel_values: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
