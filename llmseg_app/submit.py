@@ -79,7 +79,11 @@ class SubmitTab:
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
                 file = gr.File(
-                    label="Predictions (.jsonl)", file_types=[".jsonl"], type="filepath", elem_id="submit-file"
+                    label="Predictions (.jsonl)",
+                    file_types=[".jsonl"],
+                    type="filepath",
+                    height=150,
+                    elem_id="submit-file",
                 )
                 model_name = gr.Textbox(label="Model name", max_length=100, elem_id="submit-model")
                 if self.require_login:
