@@ -175,3 +175,26 @@ def test_a_chat_template_without_the_image_is_a_clear_error(vlm, monkeypatch):
     monkeypatch.setattr(vlm.processor, "chat_template", text_only + "{% endfor %}{% endfor %}")
     with pytest.raises(ValueError, match="must place one <image>"):
         vlm.encode([scene()], ["the red square"])
+
+
+def test_word_embedding_std_keeps_words_readable_through_a_fresh_llm():
+    """With transformers' 0.02 init, the image tokens mixed in by attention drown a fresh LLM's word
+    embeddings, so two different words give nearly the same state; a larger std keeps them apart."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from llmseg.model.presets import get_preset
+    from llmseg.model.vlm import VLM
+
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    base = get_preset("shapes").vlm  # the preset that trains its LLM from scratch
+    similarities = {}
+    for std in (None, 1.0):
+        torch.manual_seed(0)
+        vlm = VLM.from_config(dataclasses.replace(base, word_embedding_std=std))
+        with torch.no_grad():
+            states = vlm.encode([image, image], ["the red circle.", "the blue circle."]).token_hidden[:, 1]
+        similarities[std] = float(torch.nn.functional.cosine_similarity(states[0], states[1], dim=0))
+    assert similarities[1.0] < 0.5 < similarities[None]

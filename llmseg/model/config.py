@@ -108,6 +108,11 @@ class VLMConfig:
     # Words (or texts, split into words) of the word-level tokenizer built when neither ``llava`` nor
     # ``processor`` names one (tiny models need no download); prompt-template words are added automatically.
     vocabulary: list[str] | None = None
+    # For a LLaVA built from ``llava_config`` (trained from scratch): the std of its word embeddings.
+    # transformers initialises them like every weight (std 0.02), so at a text position the 64+
+    # image tokens mixed in by attention drown the word itself and the query cannot be read; 1.0
+    # (nn.Embedding's default) keeps each word visible. None keeps transformers' initialisation.
+    word_embedding_std: float | None = None
 
 
 @dataclass
@@ -250,6 +255,8 @@ def _validate(config: LLMSegConfig) -> None:
         raise ValueError('selection.fallback="existence" needs selector.existence_head=True')
     if config.selection.existence_gate and not config.selector.existence_head:
         raise ValueError("selection.existence_gate=True needs selector.existence_head=True")
+    if config.vlm.word_embedding_std is not None and config.vlm.word_embedding_std <= 0:
+        raise ValueError("vlm.word_embedding_std must be positive (or null for transformers' initialisation)")
     if config.proposals.color_tolerance <= 0:
         raise ValueError("proposals.color_tolerance must be positive")
     if config.proposals.min_region_area < 1:

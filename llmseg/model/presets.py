@@ -153,6 +153,7 @@ def shapes() -> LLMSegConfig:
             finetune="full",
             lora_dropout=0.0,
             vocabulary=vocabulary(),
+            word_embedding_std=1.0,
         ),
         selector=SelectorConfig(
             dim=64,

@@ -341,7 +341,11 @@ def _build_llava(config: VLMConfig, tokenizer: Any) -> LlavaForConditionalGenera
     settings["text_config"] = {**settings.get("text_config", {}), "vocab_size": len(tokenizer)}
     settings["image_token_index"] = tokenizer.convert_tokens_to_ids("<image>")
     llava_config = LlavaConfig(**settings)
-    return LlavaForConditionalGeneration(llava_config).to(DTYPES[config.dtype])
+    model = LlavaForConditionalGeneration(llava_config)
+    if config.word_embedding_std is not None:
+        with torch.no_grad():
+            model.get_input_embeddings().weight.normal_(0.0, config.word_embedding_std)
+    return model.to(DTYPES[config.dtype])
 
 
 def _load_llava(config: VLMConfig, device: str | torch.device) -> LlavaForConditionalGeneration:
