@@ -133,7 +133,7 @@ def shapes() -> LLMSegConfig:
 
     return LLMSegConfig(
         name="shapes",
-        proposals=ProposalConfig(kind="color", max_proposals=32, max_side=256, pool_size=64),
+        proposals=ProposalConfig(kind="color", max_proposals=32, max_side=384, pool_size=64),
         region_encoder=RegionEncoderConfig(
             dinov2=None,
             dinov2_config=tiny_dinov2_config(image_size=128, width=64),
