@@ -30,9 +30,9 @@ PRESET_NOTES = {
     "shapes": (
         "This demo runs the embedded **`shapes`** model: a tiny LLM-Seg trained on this project's synthetic "
         "world of coloured shapes. It knows only that world, so ask about shapes, colours, sizes and "
-        "positions in images like the examples. To run the real LLM-Seg (SAM ViT-H + LLaVA-7B) on "
-        "photographs, launch `python app.py --preset llmseg-7b` on a GPU machine with the released weights "
-        "(see the README, *Running the released LLM-Seg weights*)."
+        "positions in images like the examples. To run the authors' LLM-Seg (SAM ViT-H + LLaVA-7B) on "
+        "photographs, convert their released weights and launch `python app.py --preset llmseg-official` "
+        "on a GPU machine (see the README, *Running the released LLM-Seg weights*)."
     ),
     "tiny": "This demo runs the **`tiny`** preset: random weights, for development only; its masks are arbitrary.",
 }
@@ -94,7 +94,7 @@ def format_result(image: np.ndarray, result: SegmentationResult, proposals_shown
     ]
     mask = np.asarray(result.mask, dtype=bool)
     annotations = [(mask.astype(np.float32), ANSWER_LABEL)] if mask.any() else []
-    answer = result.answer or ("Nothing in the image matches." if not mask.any() else "")
+    answer = text_answer(result.answer, int(selected.sum()), bool(mask.any()))
     timings = "**Timings** · " + " · ".join(
         f"{stage.replace('_', ' ')} {seconds * 1000:.0f} ms" for stage, seconds in result.timings.items()
     )
@@ -108,6 +108,18 @@ def format_result(image: np.ndarray, result: SegmentationResult, proposals_shown
         "cached": bool(result.cached),
     }
     return SegmentOutputs((image, annotations), answer, table, gallery, timings, details)
+
+
+def text_answer(generated: str | None, selected: int, found: bool) -> str:
+    """The model's reply when it says something; otherwise what was selected, marked as such.
+
+    Small models (``tiny``, a briefly trained ``shapes``) can reply with punctuation only, which
+    would read as a broken page.
+    """
+    if generated and any(character.isalnum() for character in generated):
+        return generated.strip()
+    summary = f"{selected} region{'s' if selected != 1 else ''} selected." if found else "Nothing in the image matches."
+    return f"(no text answer from the model) {summary}" if generated is not None else summary
 
 
 def _resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

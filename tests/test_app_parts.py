@@ -15,7 +15,7 @@ from eval import rle
 from leaderboard import SubmissionRejected
 from llmseg.model.proposals import Proposals
 from llmseg.pipeline import SegmentationResult
-from llmseg_app.demo import PROPOSAL_COLUMNS, DemoTab, format_result, model_banner
+from llmseg_app.demo import PROPOSAL_COLUMNS, DemoTab, format_result, model_banner, text_answer
 from llmseg_app.examples import pick_diverse
 from llmseg_app.leaderboard_tab import LeaderboardTab, display_table, searchable
 from llmseg_app.model_service import ModelService, ModelStatus, ModelUnavailable, on_gpu_when_available
@@ -119,6 +119,13 @@ def test_an_empty_selection_has_no_overlay_and_says_nothing_matches() -> None:
     assert out.answer == "Nothing in the image matches."
 
 
+def test_the_answer_is_the_models_words_or_says_what_was_selected() -> None:
+    assert text_answer("  The green star.  ", 1, True) == "The green star."
+    assert text_answer("....", 2, True) == "(no text answer from the model) 2 regions selected."
+    assert text_answer("", 0, False) == "(no text answer from the model) Nothing in the image matches."
+    assert text_answer(None, 1, True) == "1 region selected."
+
+
 def test_overlays_are_drawn_on_the_image_resized_to_the_proposals() -> None:
     image = np.full((40, 60, 3), 200, dtype=np.uint8)  # the proposals live at half size (working size)
     out = format_result(image, fake_result([True, False, False, False]), proposals_shown=1)
@@ -152,7 +159,7 @@ def test_demo_errors_are_shown_to_the_user() -> None:
 
 def test_banner_names_the_preset_and_the_failure() -> None:
     assert "synthetic world" in model_banner(ModelStatus("ready", "shapes", load_seconds=2.0))
-    assert "--preset llmseg-7b" in model_banner(ModelStatus("not loaded", "shapes"))
+    assert "--preset llmseg-official" in model_banner(ModelStatus("not loaded", "shapes"))
     failed = model_banner(ModelStatus("failed", "my-model", "no config.json in my-model"))
     assert "could not be loaded" in failed and "no config.json in my-model" in failed
 
