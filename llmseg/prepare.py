@@ -98,8 +98,8 @@ def prepare(
         dataset = dataset.select(range(min(limit, len(dataset))))
     count = max(1, min(workers, len(dataset)))
     jobs = [(config, dataset, index, count, device) for index in range(count)]
-    if count == 1 or device != "cpu":
-        parts = [_prepare_shard(jobs[0])] if count == 1 else [_prepare_shard(job) for job in jobs]
+    if count == 1 or device != "cpu":  # one process, or a GPU generator that must not fork
+        parts = [_prepare_shard(job) for job in jobs]
     else:
         with multiprocessing.get_context("fork").Pool(count) as pool:
             parts = pool.map(_prepare_shard, jobs)
