@@ -26,6 +26,7 @@ from PIL import Image
 
 from llmseg.model.llmseg import LLMSeg
 from llmseg.model.proposals import Proposals, resize_mask, shrink_long_side
+from llmseg.model.region_encoder import proposal_geometry
 from llmseg.model.selection import select
 from llmseg.model.vlm import is_sentence
 
@@ -60,11 +61,12 @@ class SegmentationResult:
 
 @dataclass
 class _ImageWork:
-    """What one image costs once: proposals, their pooled region features (1, K, D), and the
-    VLM's projected vision-tower features (1, N, H)."""
+    """What one image costs once: proposals, their pooled region features (1, K, D) and boxes
+    (1, K, 5), and the VLM's projected vision-tower features (1, N, H)."""
 
     proposals: Proposals
     features: torch.Tensor
+    geometry: torch.Tensor
     image_features: torch.Tensor
 
 
@@ -189,7 +191,7 @@ class Segmenter:
         existence = None
         if count:
             valid = torch.ones(1, count, dtype=torch.bool, device=model.device)
-            scores = model.score(work.features, valid, vlm_out)
+            scores = model.score(work.features, valid, vlm_out, work.geometry)
             iop = scores.iop[0].float().cpu().numpy()
             similarity = scores.similarity[0].float().cpu().numpy()
             if scores.existence_logit is not None:
@@ -227,12 +229,13 @@ class Segmenter:
         feature_map = encoder.feature_map(pixels)
         masks = encoder.prepare_masks(proposals.masks)[None].to(self.model.device)
         features = encoder.pool(feature_map, masks)
+        geometry = proposal_geometry(masks)
         timings["region_features"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
         image_features = self.model.vlm.image_features([image])
         timings["image_tokens"] = time.perf_counter() - clock
-        return _ImageWork(proposals=proposals, features=features, image_features=image_features)
+        return _ImageWork(proposals=proposals, features=features, geometry=geometry, image_features=image_features)
 
     def _remember(self, key: str, work: _ImageWork) -> None:
         if self.cache_size == 0:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from segment_anything.modeling.transformer import TwoWayAttentionBlock
 
+from llmseg.model import selector as selector_module
 from llmseg.model.config import SelectorConfig
 from llmseg.model.selector import FusionBlock, Selector
 
@@ -120,13 +121,90 @@ def test_query_tokens_decide_what_the_proposals_attend_to():
     torch.testing.assert_close(seg_only(**batch).iop, seg_only(**changed).iop)
     every_token = tiny_selector(query_tokens="all")
     assert not torch.allclose(every_token(**batch).iop, every_token(**changed).iop)
-    with pytest.raises(ValueError, match="needs token_hidden"):
+    with pytest.raises(ValueError, match="pass token_hidden"):
         every_token(batch["proposal_features"], batch["proposal_valid"], batch["seg_hidden"])
 
 
+def test_key_positions_make_word_order_visible():
+    """Without key positions the proposals see the query's tokens as a bag; with them, order counts."""
+    batch = inputs(tokens=4)
+    reordered = dict(batch, token_hidden=batch["token_hidden"][:, [2, 0, 3, 1]])
+    bag = tiny_selector(query_tokens="all")
+    torch.testing.assert_close(bag(**batch).iop, bag(**reordered).iop)
+    ordered = tiny_selector(query_tokens="all", key_positions=8)
+    assert not torch.allclose(ordered(**batch).iop, ordered(**reordered).iop)
+    with pytest.raises(ValueError, match="raise key_positions"):
+        ordered(**inputs(tokens=8))
+
+
+def test_token_similarity_query_compares_proposals_with_the_question_words():
+    batch = inputs()
+    other_words = dict(batch, token_hidden=batch["token_hidden"].flip(0))  # the other sample's words
+    seg_query = tiny_selector(query_tokens="seg")
+    torch.testing.assert_close(seg_query(**batch).query, seg_query(**other_words).query)
+    word_query = tiny_selector(query_tokens="seg", similarity_query="tokens")
+    assert not torch.allclose(word_query(**batch).similarity, word_query(**other_words).similarity)
+    padded = dict(batch, token_hidden=torch.cat([batch["token_hidden"], torch.randn(2, 3, HIDDEN)], dim=1))
+    padded["token_valid"] = torch.cat([batch["token_valid"], torch.zeros(2, 3, dtype=torch.bool)], dim=1)
+    torch.testing.assert_close(word_query(**padded).query, word_query(**batch).query)
+    with pytest.raises(ValueError, match="pass token_hidden"):
+        word_query(batch["proposal_features"], batch["proposal_valid"], batch["seg_hidden"])
+
+
+def boxes(batch=2, count=5, seed=1):
+    """(B, K, 5) valid boxes: left < right, top < bottom, sqrt area within the box."""
+    generator = torch.Generator().manual_seed(seed)
+    corners = torch.rand(batch, count, 2, 2, generator=generator).sort(dim=2).values
+    left_top, right_bottom = corners[:, :, 0], corners[:, :, 1]
+    side = torch.sqrt((right_bottom - left_top).prod(dim=-1, keepdim=True))
+    return torch.cat([left_top, right_bottom, side], dim=-1)
+
+
+def test_pair_features_describe_each_proposal_from_each_other():
+    geometry = torch.tensor([[[0.0, 0.0, 0.2, 0.2, 0.2], [0.6, 0.0, 1.0, 0.4, 0.4]]])
+    pairs = selector_module.pair_features(geometry)
+    assert pairs.shape == (1, 2, 2, selector_module.PAIR_FEATURES)
+    torch.testing.assert_close(pairs[0, 0, 1, :2], torch.tensor([0.7, 0.1]))  # right of and below
+    torch.testing.assert_close(pairs[0, 1, 0, :2], torch.tensor([-0.7, -0.1]))
+    torch.testing.assert_close(pairs[0, 0, 1, 2], torch.tensor(0.5**0.5))
+    assert pairs[0, 0, 1, 3] > 0 > pairs[0, 1, 0, 3]  # larger / smaller
+    torch.testing.assert_close(pairs[0, 0, 0], torch.tensor([0.0, 0.0, 1e-6, 0.0, 0.0]), atol=1e-5, rtol=0)
+
+
+def test_pairwise_geometry_lets_one_proposals_place_change_the_others_scores():
+    selector = tiny_selector(query_tokens="all", pairwise_geometry=True)
+    batch, geometry = inputs(), boxes()
+    moved = geometry.clone()
+    moved[:, 0, [0, 2]] += 0.3  # the first proposal moves right; features unchanged
+    base, shifted = selector(**batch, proposal_geometry=geometry), selector(**batch, proposal_geometry=moved)
+    assert not torch.allclose(base.iop[:, 1:], shifted.iop[:, 1:])
+    permutation = torch.tensor([3, 0, 4, 1, 2])
+    permuted = dict(batch, proposal_features=batch["proposal_features"][:, permutation])
+    reordered = selector(**permuted, proposal_geometry=geometry[:, permutation])
+    torch.testing.assert_close(reordered.iop, base.iop[:, permutation])  # still a set: order does not matter
+    with pytest.raises(ValueError, match="needs proposal_geometry"):
+        selector(**batch)
+
+
+def test_pairwise_geometry_ignores_padded_proposals():
+    selector = tiny_selector(query_tokens="all", pairwise_geometry=True)
+    batch, geometry = inputs(batch=1, count=6), boxes(batch=1, count=6)
+    batch["proposal_valid"][0, 4:] = False
+    padded = selector(**batch, proposal_geometry=geometry)
+    alone = selector(
+        proposal_features=batch["proposal_features"][:, :4],
+        proposal_valid=batch["proposal_valid"][:, :4],
+        seg_hidden=batch["seg_hidden"],
+        token_hidden=batch["token_hidden"],
+        token_valid=batch["token_valid"],
+        proposal_geometry=geometry[:, :4],
+    )
+    torch.testing.assert_close(padded.iop[:, :4], alone.iop)
+
+
 def test_gradient_reaches_every_parameter():
-    selector = tiny_selector(query_tokens="all", existence_head=True).train()
-    out = selector(**inputs())
+    selector = tiny_selector(query_tokens="all", existence_head=True, key_positions=8, pairwise_geometry=True).train()
+    out = selector(**inputs(), proposal_geometry=boxes())
     (out.iop.sum() + out.similarity.sum() + out.existence_logit.sum()).backward()
     for name, parameter in selector.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name

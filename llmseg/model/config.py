@@ -128,6 +128,19 @@ class SelectorConfig:
     # "seg": one text token, as released; "all": every query token's state is a key of the
     # proposals->text attention (not in the release; fixes the constant single-key softmax).
     query_tokens: Literal["seg", "all"] = "seg"
+    # Not in the release: a learned embedding of each key's position (0 = <SEG>, 1.. = the query's
+    # tokens, up to this many keys) added before fusion, so the proposals see word order; RoPE
+    # keeps positions out of the LLM's states. 0 turns it off.
+    key_positions: int = 0
+    # Not in the release: proposal self-attention sees each pair's relative geometry (offset,
+    # distance, size ratio from the masks' boxes) as a per-head logit bias and as a value term, so
+    # "nearest to", "left of" and "largest" compare proposals directly instead of via absolute features.
+    pairwise_geometry: bool = False
+    # What the proposals' embeddings are compared with (cosine) for the alignment score: "seg", the
+    # projected <SEG> state (the release), or "tokens", the mean of the query's projected token
+    # states. A small LLM trained from scratch keeps its <SEG> state nearly question-independent,
+    # which leaves the similarity a constant direction; "tokens" makes it a word-to-proposal match.
+    similarity_query: Literal["seg", "tokens"] = "seg"
     # Not in the release: a head on the fused query that says whether any target exists.
     existence_head: bool = False
     dropout: float = 0.0

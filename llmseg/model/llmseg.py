@@ -19,7 +19,7 @@ from llmseg.model import checkpoint
 from llmseg.model.config import LLMSegConfig
 from llmseg.model.losses import alignment_loss, existence_loss, iop_loss, overlap_targets
 from llmseg.model.proposals import ProposalGenerator, build_proposal_generator
-from llmseg.model.region_encoder import RegionEncoder
+from llmseg.model.region_encoder import RegionEncoder, proposal_geometry
 from llmseg.model.selector import Selector, SelectorOutput
 from llmseg.model.vlm import VLM, VLMOutput, is_sentence
 
@@ -166,7 +166,7 @@ class LLMSeg(nn.Module):
         batch = batch.to(self.device)
         features = self.region_encoder(batch.region_pixels, batch.proposal_masks)
         vlm_out = self.vlm.encode(batch.images, batch.queries, sentences=batch.sentences, with_loss=True)
-        scores = self.score(features, batch.proposal_valid, vlm_out)
+        scores = self.score(features, batch.proposal_valid, vlm_out, proposal_geometry(batch.proposal_masks))
         weights = self.config.losses
         # Alignment ranks proposals by overlap with the target: undefined when there is no target.
         aligned = batch.proposal_valid & batch.has_target[:, None]
@@ -189,12 +189,16 @@ class LLMSeg(nn.Module):
             existence_logit=scores.existence_logit,
         )
 
-    def score(self, features: torch.Tensor, valid: torch.Tensor, vlm_out: VLMOutput) -> SelectorOutput:
-        """Selection-module scores from pooled proposal features (B, K, D) and the VLM's output."""
+    def score(
+        self, features: torch.Tensor, valid: torch.Tensor, vlm_out: VLMOutput, geometry: torch.Tensor | None = None
+    ) -> SelectorOutput:
+        """Selection-module scores from pooled proposal features (B, K, D) and the VLM's output;
+        geometry (B, K, 5) comes from ``region_encoder.proposal_geometry`` of the same masks."""
         return self.selector(
             features.float(),
             valid,
             vlm_out.seg_hidden.float(),
             vlm_out.token_hidden.float(),
             vlm_out.token_valid,
+            geometry,
         )

@@ -119,6 +119,11 @@ def mask_geometry(masks: torch.Tensor) -> torch.Tensor:
     return torch.cat([box, area.sqrt()[:, None]], dim=1)
 
 
+def proposal_geometry(masks: torch.Tensor) -> torch.Tensor:
+    """(B, K, f, f) prepared soft masks -> (B, K, 5) boxes and sqrt areas (``mask_geometry`` per proposal)."""
+    return mask_geometry(masks.flatten(0, 1)).view(*masks.shape[:2], 5)
+
+
 class RegionEncoder(nn.Module):
     """DINOv2 feature map + per-proposal mask pooling (``conv`` is the release's ``lisa_dino_conv``)."""
 

@@ -33,8 +33,8 @@ class SelectorOutput:
 
     iop: (B, K) predicted intersection-over-proposal in [0, 1]. similarity: (B, K) cosine between
     each fused proposal's embedding and ``query``, in [-1, 1]. query: (B, D) the projected
-    ``<SEG>`` state before fusion. existence_logit: (B,) "any target at all" logit, when the
-    config enables that head.
+    ``<SEG>`` state (or mean projected token state, per ``similarity_query``) before fusion.
+    existence_logit: (B,) "any target at all" logit, when the config enables that head.
     """
 
     iop: torch.Tensor
@@ -43,30 +43,83 @@ class SelectorOutput:
     existence_logit: torch.Tensor | None = None
 
 
+PAIR_FEATURES = 5  # per proposal pair: dx, dy, distance, log size ratio, size difference
+
+
 def masked_attention(
-    attention: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_valid: torch.Tensor
+    attention: Attention,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_valid: torch.Tensor,
+    relation: PairRelation | None = None,
 ) -> torch.Tensor:
     """segment-anything's ``Attention.forward`` with padded keys left out of the softmax.
 
-    key_valid: (B, N_keys) bool. A row without any valid key gets a zero update.
+    key_valid: (B, N_keys) bool. A row without any valid key gets a zero update. ``relation``
+    (self-attention among proposals only) adds pairwise logit biases and a value term.
     """
     q = attention._separate_heads(attention.q_proj(q), attention.num_heads)
     k = attention._separate_heads(attention.k_proj(k), attention.num_heads)
     v = attention._separate_heads(attention.v_proj(v), attention.num_heads)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if relation is not None:
+        scores = scores + relation.bias
     scores = scores.masked_fill(~key_valid[:, None, None, :], torch.finfo(scores.dtype).min)
-    out = torch.softmax(scores, dim=-1) @ v
-    out = attention.out_proj(attention._recombine_heads(out))
+    weights = torch.softmax(scores, dim=-1)
+    out = attention._recombine_heads(weights @ v)
+    if relation is not None:
+        # What each head attended to, seen from the query proposal: its weighted mean pair geometry.
+        attended = torch.einsum("bhqk,bqkf->bqhf", weights, relation.features).flatten(2)
+        out = out + relation.value(attended)
+    out = attention.out_proj(out)
     return out * key_valid.any(dim=1).to(out.dtype)[:, None, None]
+
+
+@dataclass
+class PairRelation:
+    """Relative geometry for one block's proposal self-attention.
+
+    bias: (B, heads, K, K) logit bias. features: (B, K, K, PAIR_FEATURES) pair geometry.
+    value: maps each head's attended geometry (heads * PAIR_FEATURES) into the attention's width.
+    """
+
+    bias: torch.Tensor
+    features: torch.Tensor
+    value: nn.Module
+
+
+def pair_features(geometry: torch.Tensor) -> torch.Tensor:
+    """(B, K, 5) boxes (left, top, right, bottom, sqrt area; fractions) -> (B, K, K, 5) pair geometry.
+
+    Entry [b, i, j] describes proposal j as seen from proposal i: centre offset (dx, dy), centre
+    distance, log ratio and difference of sqrt areas.
+    """
+    centre_x = (geometry[..., 0] + geometry[..., 2]) / 2
+    centre_y = (geometry[..., 1] + geometry[..., 3]) / 2
+    size = geometry[..., 4]
+    dx = centre_x[:, None, :] - centre_x[:, :, None]
+    dy = centre_y[:, None, :] - centre_y[:, :, None]
+    distance = torch.sqrt(dx**2 + dy**2 + 1e-12)
+    ratio = torch.log((size[:, None, :] + 1e-3) / (size[:, :, None] + 1e-3))
+    difference = size[:, None, :] - size[:, :, None]
+    return torch.stack([dx, dy, distance, ratio, difference], dim=-1)
 
 
 class FusionBlock(TwoWayAttentionBlock):
     """``TwoWayAttentionBlock`` (same parameters) run with zero positional encodings and padding masks."""
 
     def forward(  # type: ignore[override]
-        self, queries: torch.Tensor, keys: torch.Tensor, query_valid: torch.Tensor, key_valid: torch.Tensor
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        query_valid: torch.Tensor,
+        key_valid: torch.Tensor,
+        relation: PairRelation | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        queries = self.norm1(queries + masked_attention(self.self_attn, queries, queries, queries, query_valid))
+        queries = self.norm1(
+            queries + masked_attention(self.self_attn, queries, queries, queries, query_valid, relation)
+        )
         queries = self.norm2(queries + masked_attention(self.cross_attn_token_to_image, queries, keys, keys, key_valid))
         queries = self.norm3(queries + self.mlp(queries))
         keys = self.norm4(keys + masked_attention(self.cross_attn_image_to_token, keys, queries, queries, query_valid))
@@ -83,9 +136,17 @@ class Selector(nn.Module):
         self.text_projection = nn.Sequential(
             nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, dim), nn.Dropout(config.dropout)
         )
+        self.key_position = nn.Embedding(config.key_positions, dim) if config.key_positions else None
         self.blocks = nn.ModuleList(
             FusionBlock(dim, config.num_heads, config.mlp_dim, attention_downsample_rate=1) for _ in range(config.depth)
         )
+        if config.pairwise_geometry:
+            self.pair_bias = nn.Sequential(
+                nn.Linear(PAIR_FEATURES, dim), nn.ReLU(), nn.Linear(dim, config.depth * config.num_heads)
+            )
+            self.pair_values = nn.ModuleList(
+                nn.Linear(config.num_heads * PAIR_FEATURES, dim) for _ in range(config.depth)
+            )
         self.final_attn = Attention(dim, config.num_heads)
         self.norm_final_attn = nn.LayerNorm(dim)
         self.iop_head = nn.Sequential(
@@ -105,10 +166,12 @@ class Selector(nn.Module):
         seg_hidden: torch.Tensor,
         token_hidden: torch.Tensor | None = None,
         token_valid: torch.Tensor | None = None,
+        proposal_geometry: torch.Tensor | None = None,
     ) -> SelectorOutput:
         """proposal_features (B, K, D), proposal_valid (B, K) bool, seg_hidden (B, H);
         token_hidden (B, T, H) and token_valid (B, T) bool are the query's tokens, used when
-        ``query_tokens == "all"``.
+        ``query_tokens == "all"``; proposal_geometry (B, K, 5) the proposals' boxes
+        (``region_encoder.mask_geometry``), used when ``pairwise_geometry``.
         """
         batch, count = proposal_valid.shape
         if proposal_features.shape[:2] != (batch, count) or seg_hidden.shape[0] != batch:
@@ -116,17 +179,40 @@ class Selector(nn.Module):
                 f"batch shapes disagree: features {tuple(proposal_features.shape)}, "
                 f"valid {tuple(proposal_valid.shape)}, seg_hidden {tuple(seg_hidden.shape)}"
             )
-        query = self.text_projection(seg_hidden)
-        keys, key_valid = query[:, None], proposal_valid.new_ones(batch, 1)
+        seg_query = self.text_projection(seg_hidden)
+        keys, key_valid = seg_query[:, None], proposal_valid.new_ones(batch, 1)
+        needs_tokens = self.config.query_tokens == "all" or self.config.similarity_query == "tokens"
+        if needs_tokens and (token_hidden is None or token_valid is None):
+            raise ValueError("this selector config reads the query's tokens: pass token_hidden and token_valid")
+        if needs_tokens:
+            tokens, token_valid = self.text_projection(token_hidden), token_valid.bool()
         if self.config.query_tokens == "all":
-            if token_hidden is None or token_valid is None:
-                raise ValueError('selector.query_tokens="all" needs token_hidden and token_valid')
-            keys = torch.cat([keys, self.text_projection(token_hidden)], dim=1)
-            key_valid = torch.cat([key_valid, token_valid.bool()], dim=1)
+            keys = torch.cat([keys, tokens], dim=1)
+            key_valid = torch.cat([key_valid, token_valid], dim=1)
+        if self.config.similarity_query == "tokens":
+            weights = token_valid.to(tokens.dtype)[..., None]
+            query = (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+        else:
+            query = seg_query
+        if self.key_position is not None:
+            if keys.shape[1] > self.config.key_positions:
+                raise ValueError(
+                    f"the query has {keys.shape[1] - 1} tokens but selector.key_positions allows "
+                    f"{self.config.key_positions - 1}: shorten the question or raise key_positions"
+                )
+            keys = keys + self.key_position.weight[: keys.shape[1]]
+
+        relations: list[PairRelation | None] = [None] * len(self.blocks)
+        if self.config.pairwise_geometry:
+            if proposal_geometry is None or proposal_geometry.shape != (batch, count, 5):
+                raise ValueError("selector.pairwise_geometry needs proposal_geometry of shape (B, K, 5)")
+            pairs = pair_features(proposal_geometry.float()).to(proposal_features.dtype)
+            biases = self.pair_bias(pairs).permute(0, 3, 1, 2).chunk(len(self.blocks), dim=1)
+            relations = [PairRelation(b, pairs, v) for b, v in zip(biases, self.pair_values, strict=True)]
 
         proposals = proposal_features
-        for block in self.blocks:
-            proposals, keys = block(proposals, keys, proposal_valid, key_valid)
+        for block, relation in zip(self.blocks, relations, strict=True):
+            proposals, keys = block(proposals, keys, proposal_valid, key_valid, relation)
         proposals = self.norm_final_attn(
             proposals + masked_attention(self.final_attn, proposals, keys, keys, key_valid)
         )
