@@ -151,6 +151,18 @@ def test_token_similarity_query_compares_proposals_with_the_question_words():
         word_query(batch["proposal_features"], batch["proposal_valid"], batch["seg_hidden"])
 
 
+def test_input_mlp_is_a_residual_step_before_the_fusion_blocks():
+    batch = inputs()
+    plain = tiny_selector(query_tokens="all")
+    with_mlp = tiny_selector(query_tokens="all", input_mlp=True)
+    with_mlp.load_state_dict(plain.state_dict(), strict=False)  # the same blocks and heads
+    assert not torch.allclose(with_mlp(**batch).iop, plain(**batch).iop)
+    with torch.no_grad():  # a zero last layer makes the residual MLP the identity
+        with_mlp.input_mlp[-1].weight.zero_()
+        with_mlp.input_mlp[-1].bias.zero_()
+    torch.testing.assert_close(with_mlp(**batch).iop, plain(**batch).iop)
+
+
 def boxes(batch=2, count=5, seed=1):
     """(B, K, 5) valid boxes: left < right, top < bottom, sqrt area within the box."""
     generator = torch.Generator().manual_seed(seed)
@@ -203,7 +215,9 @@ def test_pairwise_geometry_ignores_padded_proposals():
 
 
 def test_gradient_reaches_every_parameter():
-    selector = tiny_selector(query_tokens="all", existence_head=True, key_positions=8, pairwise_geometry=True).train()
+    selector = tiny_selector(
+        query_tokens="all", existence_head=True, key_positions=8, pairwise_geometry=True, input_mlp=True
+    ).train()
     out = selector(**inputs(), proposal_geometry=boxes())
     (out.iop.sum() + out.similarity.sum() + out.existence_logit.sum()).backward()
     for name, parameter in selector.named_parameters():

@@ -141,6 +141,11 @@ class SelectorConfig:
     # states. A small LLM trained from scratch keeps its <SEG> state nearly question-independent,
     # which leaves the similarity a constant direction; "tokens" makes it a word-to-proposal match.
     similarity_query: Literal["seg", "tokens"] = "seg"
+    # Not in the release: a residual MLP on each proposal's features before the first fusion block.
+    # Pooled features are sums of linear embeddings (colour, box, ...); the first proposal->text
+    # attention would otherwise score them linearly, and "orange" (between red and yellow) is not
+    # a half-space of RGB.
+    input_mlp: bool = False
     # Not in the release: a head on the fused query that says whether any target exists.
     existence_head: bool = False
     dropout: float = 0.0

@@ -136,6 +136,11 @@ class Selector(nn.Module):
         self.text_projection = nn.Sequential(
             nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, dim), nn.Dropout(config.dropout)
         )
+        self.input_mlp = (
+            nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, config.mlp_dim), nn.ReLU(), nn.Linear(config.mlp_dim, dim))
+            if config.input_mlp
+            else None
+        )
         self.key_position = nn.Embedding(config.key_positions, dim) if config.key_positions else None
         self.blocks = nn.ModuleList(
             FusionBlock(dim, config.num_heads, config.mlp_dim, attention_downsample_rate=1) for _ in range(config.depth)
@@ -211,6 +216,8 @@ class Selector(nn.Module):
             relations = [PairRelation(b, pairs, v) for b, v in zip(biases, self.pair_values, strict=True)]
 
         proposals = proposal_features
+        if self.input_mlp is not None:
+            proposals = proposals + self.input_mlp(proposals)
         for block, relation in zip(self.blocks, relations, strict=True):
             proposals, keys = block(proposals, keys, proposal_valid, key_valid, relation)
         proposals = self.norm_final_attn(
