@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,13 @@ def predict_split(
     ids = dataset["id"]
     first, last = len(ids) * process_index // num_processes, len(ids) * (process_index + 1) // num_processes
     todo = [index for index in range(first, last) if ids[index] not in done]
+    kept = (last - first) - len(todo)
+    if kept and show_progress:  # a file from another model would otherwise be resumed silently
+        print(
+            f"resuming {target}: {kept} of {last - first} predictions already there are kept "
+            "(delete the file to predict them again)",
+            file=sys.stderr,
+        )
     if not todo:
         return target
 

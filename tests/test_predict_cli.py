@@ -84,7 +84,7 @@ def test_predictions_match_the_segmenter_and_eval_reads_them(tmp_path, data_dir,
         np.testing.assert_array_equal(rle.decode(predictions[f"s{index}"]), expected)
 
 
-def test_limit_and_resume_after_an_interrupted_write(tmp_path, data_dir, model_dir, monkeypatch):
+def test_limit_and_resume_after_an_interrupted_write(tmp_path, data_dir, model_dir, monkeypatch, capsys):
     out = tmp_path / "predictions.jsonl"
     assert predict("--limit", "2", model=model_dir, data=data_dir, out=out) == 0
     assert sorted(read_predictions(out)) == ["s0", "s1"]
@@ -102,8 +102,10 @@ def test_limit_and_resume_after_an_interrupted_write(tmp_path, data_dir, model_d
     assert predict(model=model_dir, data=data_dir, out=out) == 0
     assert len(segmented) == COUNT - 2
     assert sorted(read_predictions(out)) == [f"s{index}" for index in range(COUNT)]
+    capsys.readouterr()
     assert predict(model=model_dir, data=data_dir, out=out) == 0  # nothing left to do
     assert len(segmented) == COUNT - 2
+    assert f"{COUNT} of {COUNT} predictions already there are kept" in capsys.readouterr().err
 
 
 def test_shards_write_parts_that_merge_into_one_file(tmp_path, data_dir, model_dir):
