@@ -122,12 +122,13 @@ def tiny() -> LLMSegConfig:
 
 
 def shapes() -> LLMSegConfig:
-    """Small models trained from scratch for the synthetic ``shapes`` world, with the calibrated fixes.
+    """Small models trained from scratch for the synthetic ``shapes`` world, with the fixes it needs.
 
-    Not the release: every query token feeds the fusion, pooled features keep position (2-D
-    encoding), shape (mask-crop embedding), colour (the image's RGB added to the map) and extent
-    (box and area embedding), an existence head decides "no target", and the rule is top-1 by
-    similarity union IoP > 0.9 (see selection-calibration.md and the README's ablation).
+    Not the release: every query token feeds the fusion (with its position), the similarity query
+    is the mean query-token state, proposals attend to each other through their relative geometry,
+    pooled features keep position (2-D encoding), shape (mask-crop embedding), colour (the image's
+    RGB added to the map) and extent (box and area embedding), an existence head decides "no
+    target", and the rule is top-1 by similarity union IoP > 0.9 (see the README's *Training*).
     """
     from llmseg.data.shapes import vocabulary  # only this preset needs the synthetic world's words
 
@@ -161,7 +162,11 @@ def shapes() -> LLMSegConfig:
             mlp_dim=256,
             iop_hidden=64,
             embedding_hidden=256,
+            depth=4,
             query_tokens="all",
+            key_positions=64,
+            similarity_query="tokens",
+            pairwise_geometry=True,
             existence_head=True,
         ),
         selection=SelectionConfig(rule="top1_or_threshold", iop_threshold=0.9, existence_gate=True),
