@@ -26,7 +26,6 @@ from PIL import Image
 
 from llmseg.model.llmseg import LLMSeg
 from llmseg.model.proposals import Proposals, resize_mask, shrink_long_side
-from llmseg.model.region_encoder import proposal_geometry
 from llmseg.model.selection import select
 from llmseg.model.vlm import is_sentence
 
@@ -62,11 +61,11 @@ class SegmentationResult:
 @dataclass
 class _ImageWork:
     """What one image costs once: proposals, their pooled region features (1, K, D) and boxes
-    (1, K, 5), and the VLM's projected vision-tower features (1, N, H)."""
+    (1, K, 5; None when the config reads none), and the VLM's projected vision-tower features (1, N, H)."""
 
     proposals: Proposals
     features: torch.Tensor
-    geometry: torch.Tensor
+    geometry: torch.Tensor | None
     image_features: torch.Tensor
 
 
@@ -228,8 +227,8 @@ class Segmenter:
         pixels = encoder.preprocess(image)[None].to(self.model.device)
         feature_map = encoder.feature_map(pixels)
         masks = encoder.prepare_masks(proposals.masks)[None].to(self.model.device)
-        features = encoder.pool(feature_map, masks)
-        geometry = proposal_geometry(masks)
+        geometry = self.model.proposal_boxes(masks)
+        features = encoder.pool(feature_map, masks, geometry)
         timings["region_features"] = time.perf_counter() - clock
 
         clock = time.perf_counter()

@@ -153,3 +153,12 @@ def test_calibrated_options_add_the_existence_loss_and_handle_no_target():
     assert output.existence_logit.shape == (2,)
     output.loss.backward()
     assert model.selector.existence_head[0].weight.grad is not None
+
+
+def test_proposal_boxes_are_measured_only_for_configs_that_read_them():
+    masks = torch.zeros(1, 2, 8, 8)
+    masks[0, 0, 1:3, 2:6] = 1
+    assert tiny_model().proposal_boxes(masks) is None  # the release's choices read no boxes
+    boxes = tiny_model(pairwise_geometry=True).proposal_boxes(masks)
+    torch.testing.assert_close(boxes[0, 0], torch.tensor([2 / 8, 1 / 8, 6 / 8, 3 / 8, (8 / 64) ** 0.5]))
+    torch.testing.assert_close(boxes[0, 1], torch.zeros(5))

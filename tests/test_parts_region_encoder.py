@@ -222,3 +222,16 @@ def test_box_embedding_tells_sizes_apart():
     flat = torch.ones(1, 8, 16, 16)  # every position has the same feature: only the box term differs
     pooled = encoder.pool(flat, torch.stack([small, large])[None])
     assert not torch.allclose(pooled[0, 0], pooled[0, 1])
+
+
+def test_box_embedding_reads_given_geometry_as_if_measured_itself():
+    torch.manual_seed(0)
+    encoder = RegionEncoder.from_config(tiny_config(box_embedding=True))
+    masks = (torch.rand(2, 3, 16, 16) > 0.6).float()
+    feature_map = torch.randn(2, 8, 16, 16)
+    measured = region_encoder_module.proposal_geometry(masks)
+    assert measured.shape == (2, 3, 5)
+    torch.testing.assert_close(encoder.pool(feature_map, masks, measured), encoder.pool(feature_map, masks))
+    moved = measured.clone()
+    moved[..., :4] = 0.0
+    assert not torch.allclose(encoder.pool(feature_map, masks, moved), encoder.pool(feature_map, masks))

@@ -164,9 +164,10 @@ class LLMSeg(nn.Module):
     def forward(self, batch: TrainingBatch) -> LLMSegOutput:
         """Scores and the weighted training loss (CE + alignment + IoP [+ existence]) of one batch."""
         batch = batch.to(self.device)
-        features = self.region_encoder(batch.region_pixels, batch.proposal_masks)
+        geometry = self.proposal_boxes(batch.proposal_masks)
+        features = self.region_encoder(batch.region_pixels, batch.proposal_masks, geometry)
         vlm_out = self.vlm.encode(batch.images, batch.queries, sentences=batch.sentences, with_loss=True)
-        scores = self.score(features, batch.proposal_valid, vlm_out, proposal_geometry(batch.proposal_masks))
+        scores = self.score(features, batch.proposal_valid, vlm_out, geometry)
         weights = self.config.losses
         # Alignment ranks proposals by overlap with the target: undefined when there is no target.
         aligned = batch.proposal_valid & batch.has_target[:, None]
@@ -188,6 +189,13 @@ class LLMSeg(nn.Module):
             similarity=scores.similarity,
             existence_logit=scores.existence_logit,
         )
+
+    def proposal_boxes(self, masks: torch.Tensor) -> torch.Tensor | None:
+        """(B, K, 5) boxes of the (B, K, f, f) prepared masks, measured once for the stages that read
+        them (box embedding, pairwise geometry); None when no stage of this config does."""
+        if self.config.region_encoder.box_embedding or self.config.selector.pairwise_geometry:
+            return proposal_geometry(masks)
+        return None
 
     def score(
         self, features: torch.Tensor, valid: torch.Tensor, vlm_out: VLMOutput, geometry: torch.Tensor | None = None

@@ -232,10 +232,13 @@ class RegionEncoder(nn.Module):
             features = features + self.color_projection(colors)
         return features
 
-    def pool(self, feature_map: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    def pool(
+        self, feature_map: torch.Tensor, masks: torch.Tensor, geometry: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, D, f, f) features, (B, K, f, f) soft masks -> (B, K, D) mask-weighted averages.
 
-        An empty mask pools to zeros (plus its shape embedding when enabled).
+        An empty mask pools to zeros (plus its shape embedding when enabled). geometry: the masks'
+        ``proposal_geometry`` (B, K, 5) when the caller has it already (the box embedding reads it).
         """
         if masks.ndim != 4 or masks.shape[0] != feature_map.shape[0] or masks.shape[2:] != feature_map.shape[2:]:
             raise ValueError(f"masks {tuple(masks.shape)} do not match the feature map {tuple(feature_map.shape)}")
@@ -247,10 +250,14 @@ class RegionEncoder(nn.Module):
             shapes = self.shape_embedding(crops.flatten(1).to(self.shape_embedding[0].weight.dtype))
             pooled = pooled + shapes.view(*weights.shape[:2], -1).to(pooled.dtype)
         if self.box_embedding is not None:
-            geometry = mask_geometry(weights.flatten(0, 1)).to(self.box_embedding[0].weight.dtype)
-            pooled = pooled + self.box_embedding(geometry).view(*weights.shape[:2], -1).to(pooled.dtype)
+            boxes = (geometry if geometry is not None else proposal_geometry(masks)).to(
+                self.box_embedding[0].weight.dtype
+            )
+            pooled = pooled + self.box_embedding(boxes).to(pooled.dtype)
         return pooled
 
-    def forward(self, pixel_values: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S), (B, K, f, f) -> (B, K, D)."""
-        return self.pool(self.feature_map(pixel_values), masks)
+    def forward(
+        self, pixel_values: torch.Tensor, masks: torch.Tensor, geometry: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, 3, S, S), (B, K, f, f) [, (B, K, 5)] -> (B, K, D)."""
+        return self.pool(self.feature_map(pixel_values), masks, geometry)

@@ -186,10 +186,9 @@ class Selector(nn.Module):
             )
         seg_query = self.text_projection(seg_hidden)
         keys, key_valid = seg_query[:, None], proposal_valid.new_ones(batch, 1)
-        needs_tokens = self.config.query_tokens == "all" or self.config.similarity_query == "tokens"
-        if needs_tokens and (token_hidden is None or token_valid is None):
-            raise ValueError("this selector config reads the query's tokens: pass token_hidden and token_valid")
-        if needs_tokens:
+        if self.config.query_tokens == "all" or self.config.similarity_query == "tokens":
+            if token_hidden is None or token_valid is None:
+                raise ValueError("this selector config reads the query's tokens: pass token_hidden and token_valid")
             tokens, token_valid = self.text_projection(token_hidden), token_valid.bool()
         if self.config.query_tokens == "all":
             keys = torch.cat([keys, tokens], dim=1)
