@@ -201,7 +201,7 @@ class LLMSeg(nn.Module):
         self, features: torch.Tensor, valid: torch.Tensor, vlm_out: VLMOutput, geometry: torch.Tensor | None = None
     ) -> SelectorOutput:
         """Selection-module scores from pooled proposal features (B, K, D) and the VLM's output;
-        geometry (B, K, 5) comes from ``region_encoder.proposal_geometry`` of the same masks."""
+        geometry (B, K, 5) comes from ``proposal_boxes`` of the same masks."""
         return self.selector(
             features.float(),
             valid,

@@ -176,7 +176,7 @@ class Selector(nn.Module):
         """proposal_features (B, K, D), proposal_valid (B, K) bool, seg_hidden (B, H);
         token_hidden (B, T, H) and token_valid (B, T) bool are the query's tokens, used when
         ``query_tokens == "all"``; proposal_geometry (B, K, 5) the proposals' boxes
-        (``region_encoder.mask_geometry``), used when ``pairwise_geometry``.
+        (``LLMSeg.proposal_boxes``), used when ``pairwise_geometry``.
         """
         batch, count = proposal_valid.shape
         if proposal_features.shape[:2] != (batch, count) or seg_hidden.shape[0] != batch:
