@@ -46,6 +46,7 @@ def test_predict_then_eval_reproduces_the_committed_test_report(tmp_path):
 
 def test_the_model_folder_documents_how_it_was_made():
     card = (WEIGHTS / "README.md").read_text()
-    assert "python -m llmseg train --preset shapes" in card and "seed 0" in card
+    seed = json.loads((WEIGHTS / "train_config.json").read_text())["seed"]
+    assert "python -m llmseg train --preset shapes" in card and f"seed {seed}" in card
     for name in ("metrics.csv", "training.png", "train_config.json", "validation_report.json", "test_report.json"):
         assert (WEIGHTS / name).is_file(), name
