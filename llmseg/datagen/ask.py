@@ -13,21 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmseg.datagen.backends import Backend, Completion, GenerationSettings
-from llmseg.datagen.cache import CACHE_FILE, CompletionCache
+from llmseg.datagen.backends import Backend, GenerationSettings
 from llmseg.datagen.records import DESCRIPTIONS_FILE, RESPONSES_FILE, ImageRecord, load_images, read_jsonl
-from llmseg.datagen.runner import Job, RequestBudget, run_stage
+from llmseg.datagen.runner import Job, RequestBudget, Stage, run_stage
 from llmseg.datagen.templates import PromptTemplate, load_template
+
+ASK_STAGE = Stage("ask", RESPONSES_FILE, lambda completion: {"model": completion.model, "text": completion.text})
 
 
 @dataclass(frozen=True)
 class AskConfig:
-    """The ask stage's prompt (built-in name or file) and generation settings."""
+    """The ask stage's prompt (built-in name or file), questions per image and generation settings."""
 
     prompt: str = "ask_v1"
     questions: int = 3
-    max_tokens: int = 1024
-    temperature: float = 0.7
+    generation: GenerationSettings = GenerationSettings(max_tokens=1024, temperature=0.7)
 
     def __post_init__(self) -> None:
         if self.questions < 1:
@@ -78,32 +78,9 @@ def run_ask(
     for record in load_images(work):
         description = descriptions.get(record.image_id, {}).get("description")
         jobs.append(Job(record.image_id, ask_messages(record, template, config.questions, description)))
-    settings = GenerationSettings(max_tokens=config.max_tokens, temperature=config.temperature)
-
-    def make_record(job: Job, key: str, completion: Completion) -> dict[str, Any]:
-        return {
-            "image_id": job.item,
-            "request_key": key,
-            "prompt": template.version,
-            "model": completion.model,
-            "text": completion.text,
-        }
-
-    cache = CompletionCache(work / CACHE_FILE)
-    try:
-        summary = run_stage(
-            jobs,
-            work / RESPONSES_FILE,
-            backend,
-            settings,
-            cache,
-            make_record,
-            budget=budget or RequestBudget(),
-            dry_run=dry_run,
-            desc="ask",
-        )
-    finally:
-        cache.close()
+    summary = run_stage(
+        ASK_STAGE, work, jobs, backend, config.generation, template.version, budget=budget, dry_run=dry_run
+    )
     return {"prompt": template.version, "with_description": sum(j.item in descriptions for j in jobs), **summary}
 
 
@@ -118,6 +95,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> AskConfig:
-    return AskConfig(
-        prompt=args.prompt, questions=args.questions, max_tokens=args.max_tokens, temperature=args.temperature
-    )
+    generation = GenerationSettings(max_tokens=args.max_tokens, temperature=args.temperature)
+    return AskConfig(prompt=args.prompt, questions=args.questions, generation=generation)

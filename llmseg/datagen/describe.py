@@ -12,15 +12,16 @@ import argparse
 import base64
 import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from llmseg.datagen.backends import Completion, GenerationSettings, image_data_url, model_location
-from llmseg.datagen.cache import CACHE_FILE, CompletionCache
 from llmseg.datagen.records import DESCRIPTIONS_FILE, load_images
-from llmseg.datagen.runner import Job, RequestBudget, run_stage
+from llmseg.datagen.runner import Job, RequestBudget, Stage, run_stage
 from llmseg.datagen.templates import PromptTemplate, load_template
+
+DESCRIBE_STAGE = Stage("describe", DESCRIPTIONS_FILE, lambda completion: {"description": completion.text})
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,7 @@ class DescribeConfig:
 
     prompt: str = "describe_v1"
     max_side: int = 768
-    max_tokens: int = 300
-    temperature: float = 0.2
+    generation: GenerationSettings = GenerationSettings(max_tokens=300, temperature=0.2)
 
     def __post_init__(self) -> None:
         if self.max_side < 32:
@@ -91,27 +91,9 @@ def run_describe(
     """Describe every selected image not yet described; append to ``descriptions.jsonl``."""
     template = load_template(config.prompt)
     jobs = [_job(record.image_id, record.path, template, config.max_side) for record in load_images(work)]
-    settings = GenerationSettings(max_tokens=config.max_tokens, temperature=config.temperature)
-
-    def make_record(job: Job, key: str, completion: Completion) -> dict[str, Any]:
-        return {"image_id": job.item, "request_key": key, "prompt": template.version, "description": completion.text}
-
-    cache = CompletionCache(work / CACHE_FILE)
-    try:
-        summary = run_stage(
-            jobs,
-            work / DESCRIPTIONS_FILE,
-            backend,
-            settings,
-            cache,
-            make_record,
-            budget=budget or RequestBudget(),
-            dry_run=dry_run,
-            desc="describe",
-        )
-    finally:
-        cache.close()
-    return {"prompt": template.version, **summary}
+    return run_stage(
+        DESCRIBE_STAGE, work, jobs, backend, config.generation, template.version, budget=budget, dry_run=dry_run
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, optional: bool) -> None:
@@ -128,6 +110,6 @@ def add_arguments(parser: argparse.ArgumentParser, *, optional: bool) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> DescribeConfig:
-    return DescribeConfig(
-        prompt=args.describe_prompt, max_side=args.describe_max_side, max_tokens=args.describe_max_tokens
-    )
+    # The temperature has no flag: descriptions keep the default's.
+    generation = replace(DescribeConfig().generation, max_tokens=args.describe_max_tokens)
+    return DescribeConfig(prompt=args.describe_prompt, max_side=args.describe_max_side, generation=generation)

@@ -16,7 +16,7 @@ from typing import Any
 from tqdm import tqdm
 
 from llmseg.datagen.backends import Backend, Completion, GenerationSettings, RequestFailed
-from llmseg.datagen.cache import CompletionCache, request_key
+from llmseg.datagen.cache import CACHE_FILE, CompletionCache, request_key
 from llmseg.datagen.records import JsonlAppender, read_jsonl
 
 MAX_ERRORS_KEPT = 5
@@ -180,24 +180,36 @@ def _keep_paid_answers(pending: dict[Future[Completion], tuple[Job, str]], cache
             cache.put(key, future.result())
 
 
+@dataclass(frozen=True)
+class Stage:
+    """A stage that asks a model: its name (progress bar, summary), its JSON Lines output in the work folder,
+    and the fields of an answer it keeps after ``image_id``, ``request_key`` and ``prompt``."""
+
+    name: str
+    output_file: str
+    answer_fields: Callable[[Completion], dict[str, Any]]
+
+
 def run_stage(
+    stage: Stage,
+    work: Path,
     jobs: list[Job],
-    output: Path,
     backend: Backend,
     settings: GenerationSettings,
-    cache: CompletionCache,
-    make_record: Callable[[Job, str, Completion], dict[str, Any]],
+    prompt_version: str,
     *,
-    budget: RequestBudget,
+    budget: RequestBudget | None = None,
     dry_run: bool = False,
-    desc: str = "requests",
 ) -> dict[str, Any]:
-    """Answer the jobs not yet answered in ``output`` (a JSON Lines file keyed by ``image_id``).
+    """Answer the jobs not yet answered in the stage's output (JSON Lines keyed by ``image_id``).
 
-    An item counts as answered when its stored ``request_key`` equals the current one, so a
-    changed prompt, model or setting asks again while an unchanged re-run touches nothing.
-    Each answer is appended (``make_record``) as soon as it arrives; a dry run writes nothing.
+    The one request block of every stage that asks a model: the work folder's completion cache,
+    the spend cap, and one record per answer. An item counts as answered when its stored
+    ``request_key`` equals the current one, so a changed prompt, model or setting asks again while
+    an unchanged re-run touches nothing. Each answer is appended as soon as it arrives; a dry run
+    writes nothing. Returns the summary, ``prompt`` first.
     """
+    output = work / stage.output_file
     retries_before = backend.retries
     stored = read_jsonl(output, "image_id")
     todo = []
@@ -205,14 +217,21 @@ def run_stage(
         key = request_key(backend.identity, settings.as_dict(), job.messages)
         if stored.get(job.item, {}).get("request_key") != key:
             todo.append(job)
-    with JsonlAppender(output) as appender:
+    cache = CompletionCache(work / CACHE_FILE)
+    try:
+        with JsonlAppender(output) as appender:
 
-        def on_done(job: Job, key: str, completion: Completion) -> None:
-            if not dry_run:
-                appender.append(make_record(job, key, completion))
+            def on_done(job: Job, key: str, completion: Completion) -> None:
+                if not dry_run:
+                    record = {"image_id": job.item, "request_key": key, "prompt": prompt_version}
+                    appender.append({**record, **stage.answer_fields(completion)})
 
-        stats = run_jobs(todo, backend, settings, cache, on_done, budget=budget, dry_run=dry_run, desc=desc)
-    summary = {"images": len(jobs), "already_answered": len(jobs) - len(todo), **stats.as_dict()}
+            budget = budget or RequestBudget()
+            stats = run_jobs(todo, backend, settings, cache, on_done, budget=budget, dry_run=dry_run, desc=stage.name)
+    finally:
+        cache.close()
+    summary = {"prompt": prompt_version, "images": len(jobs), "already_answered": len(jobs) - len(todo)}
+    summary.update(stats.as_dict())
     summary["retries"] = backend.retries - retries_before
     summary["model"] = backend.identity
     summary["dry_run"] = dry_run
