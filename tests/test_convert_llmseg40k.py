@@ -11,7 +11,8 @@ from PIL import Image
 
 from eval import load_split, rle
 from llmseg.data.__main__ import main
-from llmseg.data.llmseg40k import BadInput, convert_llmseg40k
+from llmseg.data.converter import BadInput
+from llmseg.data.llmseg40k import convert_llmseg40k
 
 H, W = 10, 14
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from eval import load_split
 from llmseg.data.__main__ import main
-from llmseg.data.llmseg40k import BadInput
+from llmseg.data.converter import BadInput
 from llmseg.data.reasonseg import convert_reasonseg
 
 H, W = 12, 16

@@ -10,16 +10,15 @@ and ``no-target`` when nothing is to be segmented (two test images have no polyg
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
-from llmseg.data.llmseg40k import BadInput, Conversion, add_output_arguments, read_image, read_json
-from llmseg.data.writer import Sample, write_dataset
+from llmseg.data import converter
+from llmseg.data.converter import BadInput, Conversion, OutputOptions
+from llmseg.data.writer import Sample
 
 # Release folder -> split name; validation and test score only the first query of each image.
 SPLITS = {"train": "train", "val": "validation", "test": "test"}
@@ -27,6 +26,8 @@ FIRST_QUERY_ONLY = {"validation", "test"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 IGNORE_VALUE = 255  # pixels of a polygon whose label contains "ignore": excluded from scoring
 TARGET_VALUE = 1
+HELP = "convert LISA's ReasonSeg release to the common format"
+DESCRIPTION = "Convert ReasonSeg (<root>/{train,val,test}/*.jpg + *.json); val becomes `validation`."
 
 
 def rasterize(shapes: list[dict[str, Any]], height: int, width: int) -> np.ndarray:
@@ -55,24 +56,21 @@ def rasterize(shapes: list[dict[str, Any]], height: int, width: int) -> np.ndarr
     return label_map
 
 
-def convert_reasonseg(
-    root: Path,
-    out: Path,
-    *,
-    holdout: str | None = None,
-    holdout_dir: Path | None = None,
-    skip_bad: bool = False,
-) -> Conversion:
+def convert_reasonseg(root: Path, out: Path, **options: Unpack[OutputOptions]) -> Conversion:
     """Convert every split folder found under ``root``; see the module docstring for the layout."""
-    conversion = Conversion()
+    conversion = Conversion(skip_bad=options.get("skip_bad", False))
     splits = {
-        split: _split_samples(split, Path(root) / folder, conversion.skipped, skip_bad)
+        split: conversion.samples(
+            _stems(Path(root) / folder),
+            lambda stem, split=split, folder=folder: _image_samples(split, Path(root) / folder, stem),
+            desc=f"ReasonSeg {split}",
+        )
         for folder, split in SPLITS.items()
         if (Path(root) / folder).is_dir()
     }
     if not splits:
         raise ValueError(f"{root}: no {', '.join(SPLITS)} folder to convert")
-    conversion.rows = write_dataset(
+    return conversion.write(
         out,
         splits,
         title="ReasonSeg",
@@ -81,26 +79,13 @@ def convert_reasonseg(
             "`python -m llmseg.data convert-reasonseg`: polygons rasterised as LISA's evaluation does, "
             "regions labelled `ignore` in the `ignore` column."
         ),
-        holdout=holdout,
-        holdout_dir=holdout_dir,
+        options=options,
     )
-    return conversion
 
 
-def _split_samples(split: str, folder: Path, skipped: list[str], skip_bad: bool) -> Iterator[Sample]:
-    """Samples of one split folder, image by image (sorted by name); a bad one is skipped or raised."""
-    stems = sorted({path.stem for path in folder.iterdir() if path.suffix.lower() in (".json", *IMAGE_SUFFIXES)})
-    # Closed on error too, so the error line starts on a fresh line; no bar when stderr is not a terminal.
-    with tqdm(stems, desc=f"ReasonSeg {split}", unit="image", disable=None) as progress:
-        for stem in progress:
-            try:
-                samples = _image_samples(split, folder, stem)
-            except BadInput as error:
-                if not skip_bad:
-                    raise
-                skipped.append(str(error))
-                continue
-            yield from samples
+def _stems(folder: Path) -> list[str]:
+    """The images and annotation files of one split folder, by name (sorted)."""
+    return sorted({path.stem for path in folder.iterdir() if path.suffix.lower() in (".json", *IMAGE_SUFFIXES)})
 
 
 def _image_samples(split: str, folder: Path, stem: str) -> list[Sample]:
@@ -111,7 +96,7 @@ def _image_samples(split: str, folder: Path, stem: str) -> list[Sample]:
     queries, is_sentence, shapes = _annotation(annotation)
     if not images:
         raise BadInput(f"{folder / (stem + '.jpg')}: missing image (annotated in {annotation})")
-    image = read_image(images[0])
+    image = converter.read_image(images[0])
     height, width = image.upright_size  # LISA reads with OpenCV, which applies the EXIF orientation
     label_map = rasterize(shapes, height, width)
     mask = label_map == TARGET_VALUE
@@ -138,7 +123,7 @@ def _image_samples(split: str, folder: Path, stem: str) -> list[Sample]:
 
 def _annotation(path: Path) -> tuple[list[str], bool, list[dict[str, Any]]]:
     """Queries, long-or-short flag and polygons of one annotation file, checked."""
-    annotation = read_json(path, encodings=("utf-8", "cp1252"))  # LISA falls back to cp1252 too
+    annotation = converter.read_json(path, encodings=("utf-8", "cp1252"))  # LISA falls back to cp1252 too
     if not isinstance(annotation, dict):
         raise BadInput(f"{path}: expected a JSON object")
     queries, is_sentence, shapes = annotation.get("text"), annotation.get("is_sentence"), annotation.get("shapes")
@@ -173,19 +158,9 @@ def _is_polygon(points: Any) -> bool:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``convert-reasonseg`` to ``python -m llmseg.data``."""
-    parser = subparsers.add_parser(
-        "convert-reasonseg",
-        help="convert LISA's ReasonSeg release to the common format",
-        description="Convert ReasonSeg (<root>/{train,val,test}/*.jpg + *.json); val becomes `validation`.",
-    )
-    parser.add_argument("--root", required=True, type=Path, metavar="DIR", help="holds train/, val/ and test/")
-    add_output_arguments(parser)
-    parser.set_defaults(run=_run)
+    inputs = converter.add_command(subparsers, "convert-reasonseg", help=HELP, description=DESCRIPTION, run=_run)
+    inputs.add_argument("--root", required=True, type=Path, metavar="DIR", help="holds train/, val/ and test/")
 
 
 def _run(args: argparse.Namespace) -> int:
-    conversion = convert_reasonseg(
-        args.root, args.out, holdout=args.holdout, holdout_dir=args.holdout_dir, skip_bad=args.skip_bad
-    )
-    print(conversion.summary(args.out))
-    return 0
+    return converter.print_summary(convert_reasonseg(args.root, args.out, **converter.output_options(args)), args.out)
