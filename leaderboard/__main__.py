@@ -1,10 +1,11 @@
-"""``python -m leaderboard submit|show``: submit a predictions file, or print/export the tables.
+"""``python -m leaderboard submit|show|benchmarks``: submit a predictions file, print/export the tables.
 
 ``submit --json`` prints exactly one JSON object: ``{"status": "scored", ...}`` (exit 0) or
 ``{"status": "rejected", "error": ...}`` (exit 2); a setup problem (no data, bad settings) is
 ``{"status": "error", "error": ...}`` (exit 2). Without ``--json`` errors are one line
 ``error: <reason>`` on stderr. Settings not given as flags come from the environment
-(``LLMSEG_LEADERBOARD_*``, see ``leaderboard.settings``).
+(``LLMSEG_LEADERBOARD_*``, see ``leaderboard.settings``). With ``--benchmarks FILE`` several
+benchmarks share one database; ``--benchmark NAME`` picks one (default: the file's first).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from typing import Any
 
 import pandas as pd
 
+from .benchmarks import Benchmark
 from .board import Leaderboard
 from .reported import REPORTED_LABEL
 from .settings import LeaderboardSettings
-from .submission import SubmissionRejected
+from .submission import CHECKPOINT_SELECTIONS, PROTOCOLS, SubmissionRejected
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--user", required=True, help="who submits (the Hugging Face login on a Space)")
     submit.add_argument("--link", help="paper, code or model page (http or https)")
     submit.add_argument("--note", help="a short free-text note")
+    declared = submit.add_argument_group("declared protocol (shown in the table, not verified)")
+    declared.add_argument(
+        "--protocol", choices=PROTOCOLS, help="zero-shot: not trained on this benchmark's training data (default other)"
+    )
+    declared.add_argument("--trained-on", help='training data, e.g. "ReasonSeg train + LLM-Seg40K train"')
+    declared.add_argument(
+        "--checkpoint-selection",
+        choices=CHECKPOINT_SELECTIONS,
+        help="the split the checkpoint was chosen on; test is allowed and flagged (default unknown)",
+    )
+    declared.add_argument("--params", help="parameter count, e.g. 7e9 or 7B")
+    declared.add_argument("--code", help="link to the code (http or https)")
+    declared.add_argument("--paper", help="link to the paper (http or https)")
     _add_location(submit)
     submit.add_argument("--json", action="store_true", help="print one JSON object instead of a sentence")
 
@@ -41,13 +56,30 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--csv", metavar="FILE", help="also write the table as CSV")
     show.add_argument("--reported-csv", metavar="FILE", help="also write the published-results table as CSV")
     show.add_argument("--all", action="store_true", help="every submission, not only the best per model")
+    show.add_argument(
+        "--protocol", action="append", choices=PROTOCOLS, help="only submissions with this protocol (repeatable)"
+    )
+    show.add_argument(
+        "--checkpoint-selection",
+        action="append",
+        choices=CHECKPOINT_SELECTIONS,
+        help="only submissions whose checkpoint was chosen this way (repeatable)",
+    )
+
+    listing = commands.add_parser("benchmarks", help="list the benchmarks this leaderboard scores")
+    _add_location(listing, pick_benchmark=False)
     return parser
 
 
-def _add_location(parser: argparse.ArgumentParser) -> None:
+def _add_location(parser: argparse.ArgumentParser, *, pick_benchmark: bool = True) -> None:
     parser.add_argument("--db", help="SQLite file (default: leaderboard-data/leaderboard.sqlite)")
     parser.add_argument("--data", help="held-out dataset folder or Hub dataset id (default: data/shapes-mini-heldout)")
     parser.add_argument("--split", help="split scored against (default: test)")
+    parser.add_argument(
+        "--benchmarks", metavar="FILE", help="JSON or YAML file listing several benchmarks (replaces --data/--split)"
+    )
+    if pick_benchmark:
+        parser.add_argument("--benchmark", metavar="NAME", help="which benchmark (default: the file's first)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     _quiet()
     wants_json = args.command == "submit" and args.json
     try:
-        settings = LeaderboardSettings.from_env(db_path=args.db, data=args.data, split=args.split)
+        if args.benchmarks and (args.data or args.split):
+            raise ValueError("give --benchmarks or --data/--split, not both: the file gives each benchmark's data")
+        settings = LeaderboardSettings.from_env(
+            db_path=args.db, data=args.data, split=args.split, benchmarks_file=args.benchmarks
+        )
+        if args.command == "benchmarks":  # reads the file only: no ground truth to load
+            return _list_benchmarks(settings.benchmarks())
         board = Leaderboard(settings)
         if args.command == "submit":
             return _submit(board, args)
@@ -66,7 +104,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _submit(board: Leaderboard, args: argparse.Namespace) -> int:
-    result = board.submit(args.file, model_name=args.model_name, user=args.user, link=args.link, note=args.note)
+    result = board.submit(
+        args.file,
+        model_name=args.model_name,
+        user=args.user,
+        link=args.link,
+        note=args.note,
+        benchmark=args.benchmark,
+        protocol=args.protocol,
+        trained_on=args.trained_on,
+        checkpoint_selection=args.checkpoint_selection,
+        params=args.params,
+        code=args.code,
+        paper=args.paper,
+    )
     if args.json:
         _print_json(result.to_dict())
     else:
@@ -74,19 +125,37 @@ def _submit(board: Leaderboard, args: argparse.Namespace) -> int:
         print(
             f"scored submission #{result.id} ({result.model_name}): gIoU {100 * result.giou:.2f}, "
             f"cIoU {100 * result.ciou:.2f} on {result.n} samples{rank}"
+            + (f" of {result.benchmark}" if len(board.benchmarks) > 1 else "")
         )
     return 0
 
 
 def _show(board: Leaderboard, args: argparse.Namespace) -> int:
+    benchmark = board.benchmark(args.benchmark)
+    filters = {"protocols": args.protocol, "checkpoint_selections": args.checkpoint_selection}
+    table = board.table(show_all=args.all, markdown=False, benchmark=benchmark.name, **filters)
     with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_colwidth", 60):
-        print(board.table(show_all=args.all, markdown=False).to_string(index=False))
+        if len(board.benchmarks) > 1:
+            print(f"benchmark {benchmark.name} ({benchmark.data}, split {benchmark.split})")
+        print(table.to_string(index=False))
+        chosen_on_test = table[table["checkpoint_selection"] == "test"]["model"].tolist()
+        if chosen_on_test:
+            print(f"\nflagged: checkpoint chosen on the test split: {', '.join(chosen_on_test)}")
         print(f"\nPublished ReasonSeg results ({REPORTED_LABEL}):")
         print(board.reported_table().to_string(index=False))
     if args.csv:
-        board.to_csv(args.csv, show_all=args.all)
+        board.to_csv(args.csv, show_all=args.all, benchmark=benchmark.name, **filters)
     if args.reported_csv:
         board.reported_to_csv(args.reported_csv)
+    return 0
+
+
+def _list_benchmarks(benchmarks: tuple[Benchmark, ...]) -> int:
+    """One line per benchmark, the default first: name, data, split, the per-sample policy, description."""
+    for benchmark in benchmarks:
+        private = "per-sample private" if benchmark.private_per_sample else "per-sample to the submitter"
+        description = f": {benchmark.description}" if benchmark.description else ""
+        print(f"{benchmark.name}\t{benchmark.data}\t{benchmark.split}\t{private}{description}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The leaderboard: accepts submissions, scores them, and serves the ranked tables.
+"""The leaderboard: accepts submissions, scores them, and serves the ranked tables, per benchmark.
 
 Lifecycle of a submission: checked (size, metadata, file format; a refusal is logged and counts
 for nothing) -> stored as pending together with its raw file, inside the transaction that checks
@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,21 +25,31 @@ from eval.rle import RLE
 
 from . import table as tables
 from .backup import HubBackup
+from .benchmarks import Benchmark
 from .limits import RateLimit
 from .reported import reported_table
 from .scoring import Scorer
 from .settings import LeaderboardSettings
 from .store import BaselineScore, Store, StoredSubmission
-from .submission import MAX_MODEL_NAME, MAX_USER, SubmissionRejected, parse_predictions, prepare
+from .submission import (
+    MAX_MODEL_NAME,
+    MAX_USER,
+    SubmissionRejected,
+    clean_declaration,
+    parse_predictions,
+    prepare,
+)
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class SubmissionResult:
-    """A scored submission: its id, scores (fractions in [0, 1]) and rank among all submissions."""
+    """A scored submission: its id, scores (fractions in [0, 1]), rank among all submissions to its
+    benchmark, and what the submitter declared about the model."""
 
     id: int
+    benchmark: str
     status: str
     model_name: str
     user: str
@@ -51,17 +61,25 @@ class SubmissionResult:
     rank: int | None
     file_sha256: str
     submitted_at: float
+    protocol: str
+    trained_on: str | None
+    checkpoint_selection: str
+    params: float | None
+    code: str | None
+    paper: str | None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class Leaderboard:
-    """Submissions scored against a held-out split, with ranked tables and published numbers.
+    """Submissions scored against one or more held-out splits (benchmarks), with a ranked table,
+    baselines, plot data and CSV per benchmark, and published numbers.
 
-    Opening it creates the database if needed (or restores it from the Hub backup), decodes the
-    ground truth once, scores rows left pending by a crash (and rows scored against a ground
-    truth that has since changed), and scores the baseline files whose cache is stale.
+    Opening it creates (or migrates) the database if needed (or restores it from the Hub backup),
+    decodes each benchmark's ground truth once, scores rows left pending by a crash (and rows
+    scored against a ground truth that has since changed), and scores the baseline files whose
+    cache is stale. ``benchmark`` arguments name a benchmark; None means the first (default) one.
     ``clock`` (seconds since the epoch) and ``hub_api`` (a ``huggingface_hub.HfApi``) are
     injectable for tests.
     """
@@ -78,13 +96,35 @@ class Leaderboard:
         self._backup = HubBackup.from_settings(self.settings, api=hub_api)
         if self._backup is not None:
             self._backup.restore(self.settings.db_path, self.settings.blobs_dir)
-        self._store = Store(self.settings.db_path, self.settings.blobs_dir)
-        self._scorer = Scorer(self.settings.data, self.settings.split, token=self.settings.hf_token)
+        self.benchmarks: tuple[Benchmark, ...] = self.settings.benchmarks()
+        self._store = Store(self.settings.db_path, self.settings.blobs_dir, legacy_benchmark=self.benchmarks[0].name)
+        self._scorers = {
+            benchmark.name: Scorer(benchmark.data, benchmark.split, token=self.settings.hf_token)
+            for benchmark in self.benchmarks
+        }
         self._rate_limit = RateLimit(self.settings.rate_limit_per_day)
         rescored = self._score_left_over()
-        self._score_baselines()
+        for benchmark in self.benchmarks:
+            self._score_baselines(benchmark)
         if rescored:
             self._push_backup(rescored, message=f"rescored {len(rescored)} submission(s) on start")
+
+    # benchmarks
+
+    @property
+    def default_benchmark(self) -> str:
+        """The benchmark used when none is named: the first of the benchmarks file."""
+        return self.benchmarks[0].name
+
+    def benchmark(self, name: str | None = None) -> Benchmark:
+        """The benchmark called ``name`` (None: the default); an unknown name is a ``ValueError``."""
+        if name is None or not str(name).strip():
+            return self.benchmarks[0]
+        for benchmark in self.benchmarks:
+            if benchmark.name == str(name).strip():
+                return benchmark
+        known = ", ".join(benchmark.name for benchmark in self.benchmarks)
+        raise ValueError(f"there is no benchmark {str(name).strip()!r} on this leaderboard: choose one of {known}")
 
     # submitting
 
@@ -96,14 +136,37 @@ class Leaderboard:
         user: str,
         link: str | None = None,
         note: str | None = None,
+        benchmark: str | None = None,
+        protocol: str | None = None,
+        trained_on: str | None = None,
+        checkpoint_selection: str | None = None,
+        params: float | str | None = None,
+        code: str | None = None,
+        paper: str | None = None,
     ) -> SubmissionResult:
         """Check, store and score one predictions file; raise ``SubmissionRejected`` saying why not.
 
-        ``file`` is a path or the file's bytes. A refusal (size, format, ids, sizes, rate limit,
-        duplicate, metadata) is logged but does not count towards the rate limit.
+        ``file`` is a path or the file's bytes; ``benchmark`` names the split it is scored on (None:
+        the default). ``protocol`` (zero-shot, fine-tuned, other; default other),
+        ``checkpoint_selection`` (validation, last, test, unknown; default unknown), ``trained_on``,
+        ``params`` (a count such as 7e9 or "7B"), ``code`` and ``paper`` (http(s) links) are what
+        the submitter declares; they are shown, not verified. A refusal (size, format, ids, sizes,
+        rate limit, duplicate, metadata) is logged but does not count towards the rate limit.
         """
         now = self._clock()
         try:
+            try:
+                chosen = self.benchmark(benchmark).name
+            except ValueError as error:
+                raise SubmissionRejected(str(error)) from None
+            declaration = clean_declaration(
+                protocol=protocol,
+                trained_on=trained_on,
+                checkpoint_selection=checkpoint_selection,
+                params=params,
+                code=code,
+                paper=paper,
+            )
             submission, predictions = prepare(
                 file,
                 model_name=model_name,
@@ -111,23 +174,35 @@ class Leaderboard:
                 link=link,
                 note=note,
                 max_bytes=self.settings.max_upload_bytes,
+                benchmark=chosen,
+                declaration=declaration,
             )
         except SubmissionRejected as error:
-            self._store.log_rejection(_clip(user, MAX_USER), _clip(model_name, MAX_MODEL_NAME), None, str(error), now)
+            self._store.log_rejection(
+                _clip(benchmark, MAX_USER),
+                _clip(user, MAX_USER),
+                _clip(model_name, MAX_MODEL_NAME),
+                None,
+                str(error),
+                now,
+            )
             raise
         try:
             submission_id = self._store.add_pending(submission, now=now, rate_limit=self._rate_limit)
         except SubmissionRejected as error:
-            self._store.log_rejection(submission.user, submission.model_name, submission.sha256, str(error), now)
+            self._store.log_rejection(
+                submission.benchmark, submission.user, submission.model_name, submission.sha256, str(error), now
+            )
             raise
-        self._score(submission_id, predictions, was_scored=False)
-        self._push_backup([submission.sha256], message=f"submission #{submission_id}")
+        self._score(submission_id, submission.benchmark, predictions, was_scored=False)
+        self._push_backup([submission.sha256], message=f"submission #{submission_id} ({submission.benchmark})")
         return self._result(submission_id)
 
-    def _score(self, submission_id: int, predictions: dict[str, RLE], *, was_scored: bool) -> None:
+    def _score(self, submission_id: int, benchmark: str, predictions: dict[str, RLE], *, was_scored: bool) -> None:
         """Score one stored row; a file the ground truth refuses leaves nothing counted behind."""
+        scorer = self._scorers[benchmark]
         try:
-            scores = self._scorer.score(predictions)
+            scores = scorer.score(predictions)
         except SubmissionRejected as error:
             if was_scored:  # accepted once, against an older ground truth: keep the row, say why it stopped counting
                 self._store.mark_failed(
@@ -139,7 +214,7 @@ class Leaderboard:
         except Exception as error:
             self._store.mark_failed(submission_id, f"{type(error).__name__}: {error}", now=self._clock())
             raise
-        self._store.mark_scored(submission_id, scores, references_key=self._scorer.references_key, now=self._clock())
+        self._store.mark_scored(submission_id, scores, references_key=scorer.references_key, now=self._clock())
 
     def _result(self, submission_id: int) -> SubmissionResult:
         row = self._store.get(submission_id)
@@ -148,6 +223,7 @@ class Leaderboard:
         scores = row.scores
         return SubmissionResult(
             id=row.id,
+            benchmark=row.benchmark,
             status=row.status,
             model_name=row.model_name,
             user=row.user,
@@ -156,19 +232,26 @@ class Leaderboard:
             n=scores["n"],
             ci95=scores["ci95"],
             by_tag=scores["by_tag"],
-            rank=tables.rank_of(self._entries(), row.id),
+            rank=tables.rank_of(self._entries(row.benchmark), row.id),
             file_sha256=row.file_sha256,
             submitted_at=row.submitted_at,
+            **asdict(row.declaration),
         )
 
     # recovery and baselines
 
     def _score_left_over(self) -> list[str]:
-        """Score rows a crash left pending, and rescore rows whose ground truth has changed."""
-        key = self._scorer.references_key
-        todo = self._store.submissions("pending") + [
-            row for row in self._store.submissions("scored") if row.references_key != key
-        ]
+        """Score rows a crash left pending, and rescore rows whose ground truth has changed.
+
+        Rows of a benchmark no longer configured are left as they are, for when it comes back.
+        """
+        todo = []
+        for name, scorer in self._scorers.items():
+            todo += self._store.submissions("pending", benchmark=name) + [
+                row
+                for row in self._store.submissions("scored", benchmark=name)
+                if row.references_key != scorer.references_key
+            ]
         done: list[str] = []
         for row in tqdm(todo, desc="scoring left-over submissions", disable=len(todo) < 2):
             if self._rescore(row):
@@ -186,7 +269,7 @@ class Leaderboard:
             )
             return False
         try:
-            self._score(row.id, parse_predictions(content), was_scored=was_scored)
+            self._score(row.id, row.benchmark, parse_predictions(content), was_scored=was_scored)
         except SubmissionRejected as error:  # _score has already recorded it
             logger.warning("submission #%d not scored: %s", row.id, error)
             return False
@@ -195,24 +278,25 @@ class Leaderboard:
             return False
         return True
 
-    def _score_baselines(self) -> None:
-        """Score the baseline files whose cached scores are missing or stale; forget removed ones."""
-        folder = self.settings.resolved_baselines_dir()
+    def _score_baselines(self, benchmark: Benchmark) -> None:
+        """Score the benchmark's baseline files whose cached scores are missing or stale; forget removed ones."""
+        folder = benchmark.resolved_baselines_dir()
         files = sorted(folder.glob("*.jsonl")) if folder is not None and folder.is_dir() else []
-        key = self._scorer.references_key
+        scorer = self._scorers[benchmark.name]
+        key = scorer.references_key
         for path in files:
             content = path.read_bytes()
             sha256 = hashlib.sha256(content).hexdigest()
-            cached = self._store.baseline(path.stem)
+            cached = self._store.baseline(benchmark.name, path.stem)
             if cached is not None and cached.file_sha256 == sha256 and cached.references_key == key:
                 continue
             try:
-                scores = self._scorer.score(parse_predictions(content))
+                scores = scorer.score(parse_predictions(content))
             except SubmissionRejected as error:
-                logger.warning("baseline %s skipped: %s", path, error)
+                logger.warning("baseline %s of %s skipped: %s", path, benchmark.name, error)
                 continue
-            self._store.save_baseline(BaselineScore(path.stem, sha256, key, scores, self._clock()))
-        self._store.keep_baselines({path.stem for path in files})
+            self._store.save_baseline(BaselineScore(benchmark.name, path.stem, sha256, key, scores, self._clock()))
+        self._store.keep_baselines(benchmark.name, {path.stem for path in files})
 
     def _push_backup(self, blob_hashes: Iterable[str], *, message: str) -> None:
         if self._backup is not None:
@@ -220,7 +304,7 @@ class Leaderboard:
 
     # tables
 
-    def _entries(self) -> list[tables.Entry]:
+    def _entries(self, benchmark: str) -> list[tables.Entry]:
         entries = [
             tables.Entry(
                 model=row.model_name,
@@ -230,41 +314,84 @@ class Leaderboard:
                 link=row.link,
                 note=row.note,
                 submission_id=row.id,
+                declaration=row.declaration,
             )
-            for row in self._store.submissions("scored")
+            for row in self._store.submissions("scored", benchmark=benchmark)
             if row.scores is not None
         ]
-        key = self._scorer.references_key
+        key = self._scorers[benchmark].references_key
         entries += [
             tables.Entry(
                 model=b.name, scores=b.scores, at=b.scored_at, submitter=tables.BASELINE_SUBMITTER, baseline=True
             )
-            for b in self._store.baselines()
+            for b in self._store.baselines(benchmark)
             if b.references_key == key
         ]
         return entries
 
-    def table(self, show_all: bool = False, *, markdown: bool = True) -> pd.DataFrame:
-        """The ranked table (percent): best submission per model and submitter unless ``show_all``.
+    def _filtered(
+        self,
+        benchmark: str | None,
+        protocols: Collection[str] | None,
+        checkpoint_selections: Collection[str] | None,
+    ) -> list[tables.Entry]:
+        filters = tables.Filters.of(protocols=protocols, checkpoint_selections=checkpoint_selections)
+        return filters.apply(self._entries(self.benchmark(benchmark).name))
 
-        With ``markdown`` the model column is a markdown link (for a UI); without it the model
-        name is plain text and the link has its own column (for a terminal or a file).
+    def table(
+        self,
+        show_all: bool = False,
+        *,
+        markdown: bool = True,
+        benchmark: str | None = None,
+        protocols: Collection[str] | None = None,
+        checkpoint_selections: Collection[str] | None = None,
+    ) -> pd.DataFrame:
+        """A benchmark's ranked table (percent): best submission per model and submitter unless ``show_all``.
+
+        With ``markdown`` the model column is a markdown link (for a UI) and a checkpoint chosen
+        on the test split is flagged; without it the model name is plain text and the link has its
+        own column (for a terminal or a file). ``protocols`` / ``checkpoint_selections`` keep only
+        submissions that declared one of those (baselines stay, as reference points); ranks count
+        the rows kept.
         """
+        entries = self._filtered(benchmark, protocols, checkpoint_selections)
         if markdown:
-            return tables.display_frame(self._entries(), show_all=show_all)
-        return tables.plain_frame(self._entries(), show_all=show_all)
+            return tables.display_frame(entries, show_all=show_all)
+        return tables.plain_frame(entries, show_all=show_all)
 
-    def plot_data(self) -> pd.DataFrame:
+    def plot_data(
+        self,
+        *,
+        benchmark: str | None = None,
+        protocols: Collection[str] | None = None,
+        checkpoint_selections: Collection[str] | None = None,
+    ) -> pd.DataFrame:
         """gIoU and cIoU with 95% interval bounds per table row (percent), for a scatter plot."""
-        return tables.plot_frame(self._entries())
+        return tables.plot_frame(self._filtered(benchmark, protocols, checkpoint_selections))
 
     def reported_table(self) -> pd.DataFrame:
         """Published ReasonSeg numbers, each labelled "reported, not verified here", with sources."""
         return reported_table()
 
-    def to_csv(self, path: str | os.PathLike[str], show_all: bool = False) -> Path:
-        """Write the table as CSV (plain model names and a separate link column); return the path."""
-        return _write_csv(self.table(show_all, markdown=False), path)
+    def to_csv(
+        self,
+        path: str | os.PathLike[str],
+        show_all: bool = False,
+        *,
+        benchmark: str | None = None,
+        protocols: Collection[str] | None = None,
+        checkpoint_selections: Collection[str] | None = None,
+    ) -> Path:
+        """Write a benchmark's table as CSV (plain model names and a separate link column); return the path."""
+        frame = self.table(
+            show_all,
+            markdown=False,
+            benchmark=benchmark,
+            protocols=protocols,
+            checkpoint_selections=checkpoint_selections,
+        )
+        return _write_csv(frame, path)
 
     def reported_to_csv(self, path: str | os.PathLike[str]) -> Path:
         """Write the published-results table as CSV; return the path."""

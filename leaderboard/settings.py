@@ -7,9 +7,12 @@ code; keyword overrides win over the environment, which wins over the defaults.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from .benchmarks import DEFAULT_BENCHMARK, NAME_PATTERN, Benchmark, load_benchmarks
 
 DEFAULT_DB_PATH = Path("leaderboard-data/leaderboard.sqlite")
 DEFAULT_DATA = "data/shapes-mini-heldout"
@@ -24,6 +27,7 @@ ENVIRONMENT = {
     "rate_limit_per_day": "LLMSEG_LEADERBOARD_RATE_LIMIT",
     "backup_repo": "LLMSEG_LEADERBOARD_BACKUP_REPO",
     "baselines_dir": "LLMSEG_LEADERBOARD_BASELINES",
+    "benchmarks_file": "LLMSEG_LEADERBOARD_BENCHMARKS",
 }
 
 
@@ -42,6 +46,9 @@ class LeaderboardSettings:
             ``hf_token``); None disables the backup.
         baselines_dir: folder of baseline prediction files ``<name>.jsonl``; None means
             ``<data>/baselines`` when ``data`` is a local folder, else no baselines.
+        benchmarks_file: a JSON or YAML file listing several benchmarks (see
+            ``leaderboard.benchmarks``); when given, ``data``, ``split`` and ``baselines_dir`` are
+            not used. None: one benchmark, ``data``'s ``split``.
     """
 
     db_path: Path = DEFAULT_DB_PATH
@@ -52,12 +59,14 @@ class LeaderboardSettings:
     rate_limit_per_day: int = 5
     backup_repo: str | None = None
     baselines_dir: Path | None = None
+    benchmarks_file: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "db_path", Path(self.db_path))
         object.__setattr__(self, "data", str(self.data))
-        if self.baselines_dir is not None:
-            object.__setattr__(self, "baselines_dir", Path(self.baselines_dir))
+        for name in ("baselines_dir", "benchmarks_file"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
         if not self.data.strip():
             raise ValueError("data must name a dataset folder or a Hub dataset id")
         if not self.split.strip():
@@ -82,6 +91,19 @@ class LeaderboardSettings:
             return self.baselines_dir
         local = Path(self.data)
         return local / "baselines" if local.is_dir() else None
+
+    def benchmarks(self) -> tuple[Benchmark, ...]:
+        """The benchmarks to score, the default first: the file's, or the one ``data``/``split`` pair."""
+        if self.benchmarks_file is not None:
+            return load_benchmarks(self.benchmarks_file)
+        return (
+            Benchmark(
+                name=implicit_benchmark_name(self.data),
+                data=self.data,
+                split=self.split,
+                baselines_dir=self.baselines_dir,
+            ),
+        )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> LeaderboardSettings:
@@ -114,3 +136,15 @@ def _parse(raw: str, kind: str, variable: str) -> Any:
     except ValueError:
         raise ValueError(f"{variable}={raw!r} is not a number") from None
     return raw
+
+
+def implicit_benchmark_name(data: str) -> str:
+    """The name of the one benchmark a leaderboard without a benchmarks file scores.
+
+    ``shapes`` for the default split (the name the shipped benchmarks file gives it, so a database
+    keeps its rows when that file is added), else the data folder's or Hub id's last part.
+    """
+    if Path(data) == Path(DEFAULT_DATA) or Path(data).resolve() == Path(DEFAULT_DATA).resolve():
+        return DEFAULT_BENCHMARK
+    slug = re.sub(r"[^a-z0-9._-]+", "-", Path(data.rstrip("/\\")).name.lower()).strip("-._")[:64]
+    return slug if NAME_PATTERN.fullmatch(slug) else "default"

@@ -1,5 +1,7 @@
 """SQLite storage of submissions, rejected attempts and cached baseline scores, plus the raw files.
 
+One database holds every benchmark: each row names its benchmark. The schema is versioned
+(``PRAGMA user_version``); an older database is migrated in place, in one transaction, on open.
 One connection per operation (SQLite connections are not shared between threads), WAL mode so
 readers never wait for the writer, and ``BEGIN IMMEDIATE`` around every check-then-write so
 concurrent submitters cannot both pass the rate limit. Raw files are content-addressed
@@ -20,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from .limits import RateLimit, check_duplicate
-from .submission import Submission
+from .submission import DEFAULT_CHECKPOINT_SELECTION, DEFAULT_PROTOCOL, Declaration, Submission
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-SCHEMA = """
+# Version 1: one benchmark, no declared protocol. Kept as written then, so migrations start from it.
+SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS submissions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     user TEXT NOT NULL,
@@ -58,6 +61,45 @@ CREATE TABLE IF NOT EXISTS baselines (
 );
 """
 
+# Version 2: every row belongs to a benchmark; submissions carry the declared protocol.
+SUBMISSIONS_V2 = """
+CREATE TABLE {table} (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    benchmark TEXT NOT NULL,
+    user TEXT NOT NULL,
+    model_name TEXT NOT NULL,
+    link TEXT,
+    note TEXT,
+    protocol TEXT NOT NULL,
+    trained_on TEXT,
+    checkpoint_selection TEXT NOT NULL,
+    params REAL,
+    code TEXT,
+    paper TEXT,
+    file_sha256 TEXT NOT NULL,
+    submitted_at REAL NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'scored', 'failed')),
+    error TEXT,
+    scores TEXT,
+    scored_at REAL,
+    references_key TEXT
+)
+"""
+BASELINES_V2 = """
+CREATE TABLE {table} (
+    benchmark TEXT NOT NULL,
+    name TEXT NOT NULL,
+    file_sha256 TEXT NOT NULL,
+    references_key TEXT NOT NULL,
+    scores TEXT NOT NULL,
+    scored_at REAL NOT NULL,
+    PRIMARY KEY (benchmark, name)
+)
+"""
+_V1_SUBMISSION_COLUMNS = (
+    "id, user, model_name, link, note, file_sha256, submitted_at, status, error, scores, scored_at, references_key"
+)
+
 COUNTED = ("pending", "scored")
 
 
@@ -66,10 +108,17 @@ class StoredSubmission:
     """One row of ``submissions``; ``scores`` is the evaluation summary once scored."""
 
     id: int
+    benchmark: str
     user: str
     model_name: str
     link: str | None
     note: str | None
+    protocol: str
+    trained_on: str | None
+    checkpoint_selection: str
+    params: float | None
+    code: str | None
+    paper: str | None
     file_sha256: str
     submitted_at: float
     status: str
@@ -78,11 +127,23 @@ class StoredSubmission:
     scored_at: float | None
     references_key: str | None
 
+    @property
+    def declaration(self) -> Declaration:
+        return Declaration(
+            protocol=self.protocol,
+            trained_on=self.trained_on,
+            checkpoint_selection=self.checkpoint_selection,
+            params=self.params,
+            code=self.code,
+            paper=self.paper,
+        )
+
 
 @dataclass(frozen=True)
 class BaselineScore:
     """A baseline file's cached scores, valid while its hash and the ground truth are unchanged."""
 
+    benchmark: str
     name: str
     file_sha256: str
     references_key: str
@@ -93,7 +154,8 @@ class BaselineScore:
 class Store:
     """The leaderboard's database and raw-file folder."""
 
-    def __init__(self, db_path: Path, blobs_dir: Path) -> None:
+    def __init__(self, db_path: Path, blobs_dir: Path, *, legacy_benchmark: str) -> None:
+        """Open (creating or migrating) the database; rows of a version-1 database go to ``legacy_benchmark``."""
         self.db_path = Path(db_path)
         self.blobs_dir = Path(blobs_dir)
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +168,19 @@ class Store:
                     "update the code or point LLMSEG_LEADERBOARD_DB elsewhere"
                 )
             connection.execute("PRAGMA journal_mode=WAL")
-            connection.executescript(SCHEMA)
+        if version < SCHEMA_VERSION:
+            self._migrate(version, legacy_benchmark)
+
+    def _migrate(self, version: int, legacy_benchmark: str) -> None:
+        """Bring the schema to ``SCHEMA_VERSION`` in one transaction: all of it happens, or none."""
+        with self._transaction() as connection:
+            version = connection.execute("PRAGMA user_version").fetchone()[0]  # another process may have done it
+            if version < 1:
+                for statement in SCHEMA_V1.split(";"):
+                    if statement.strip():
+                        connection.execute(statement)
+            if version < 2:
+                _to_v2(connection, legacy_benchmark)
             connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _connect(self) -> sqlite3.Connection:
@@ -136,30 +210,40 @@ class Store:
     # submissions
 
     def add_pending(self, submission: Submission, *, now: float, rate_limit: RateLimit) -> int:
-        """Check duplicates and the rate limit, keep the raw file, insert a pending row; return its id."""
+        """Check duplicates and the rate limit (per user and benchmark), keep the raw file, insert a
+        pending row; return its id."""
         placeholders = ", ".join("?" for _ in COUNTED)
         with self._transaction() as connection:
             duplicate = connection.execute(
-                f"SELECT id, model_name FROM submissions WHERE user = ? AND file_sha256 = ? "
+                f"SELECT id, model_name FROM submissions WHERE benchmark = ? AND user = ? AND file_sha256 = ? "
                 f"AND status IN ({placeholders}) ORDER BY id LIMIT 1",
-                (submission.user, submission.sha256, *COUNTED),
+                (submission.benchmark, submission.user, submission.sha256, *COUNTED),
             ).fetchone()
             check_duplicate(duplicate["id"] if duplicate else None, duplicate["model_name"] if duplicate else None)
             recent, oldest = connection.execute(
-                f"SELECT COUNT(*), MIN(submitted_at) FROM submissions WHERE user = ? AND submitted_at > ? "
-                f"AND status IN ({placeholders})",
-                (submission.user, now - rate_limit.window_s, *COUNTED),
+                f"SELECT COUNT(*), MIN(submitted_at) FROM submissions WHERE benchmark = ? AND user = ? "
+                f"AND submitted_at > ? AND status IN ({placeholders})",
+                (submission.benchmark, submission.user, now - rate_limit.window_s, *COUNTED),
             ).fetchone()
             rate_limit.check(recent=recent, oldest_recent=oldest)
             self._write_blob(submission.sha256, submission.content)
+            declared = submission.declaration
             inserted = connection.execute(
-                "INSERT INTO submissions (user, model_name, link, note, file_sha256, submitted_at, status) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'pending') RETURNING id",
+                "INSERT INTO submissions (benchmark, user, model_name, link, note, protocol, trained_on, "
+                "checkpoint_selection, params, code, paper, file_sha256, submitted_at, status) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending') RETURNING id",
                 (
+                    submission.benchmark,
                     submission.user,
                     submission.model_name,
                     submission.link,
                     submission.note,
+                    declared.protocol,
+                    declared.trained_on,
+                    declared.checkpoint_selection,
+                    declared.params,
+                    declared.code,
+                    declared.paper,
                     submission.sha256,
                     now,
                 ),
@@ -190,7 +274,9 @@ class Store:
             if row is None:
                 return
             connection.execute("DELETE FROM submissions WHERE id = ?", (submission_id,))
-            self._log_rejection(connection, row["user"], row["model_name"], row["file_sha256"], error, now)
+            self._log_rejection(
+                connection, row["benchmark"], row["user"], row["model_name"], row["file_sha256"], error, now
+            )
             still_used = connection.execute(
                 "SELECT 1 FROM submissions WHERE file_sha256 = ? LIMIT 1", (row["file_sha256"],)
             ).fetchone()
@@ -198,15 +284,22 @@ class Store:
                 self.blob_path(row["file_sha256"]).unlink(missing_ok=True)
 
     def log_rejection(
-        self, user: str | None, model_name: str | None, sha256: str | None, error: str, now: float
+        self,
+        benchmark: str | None,
+        user: str | None,
+        model_name: str | None,
+        sha256: str | None,
+        error: str,
+        now: float,
     ) -> None:
         """Record a refused attempt (for the maintainer); it never counts against the user."""
         with self._transaction() as connection:
-            self._log_rejection(connection, user, model_name, sha256, error, now)
+            self._log_rejection(connection, benchmark, user, model_name, sha256, error, now)
 
     @staticmethod
     def _log_rejection(
         connection: sqlite3.Connection,
+        benchmark: str | None,
         user: str | None,
         model_name: str | None,
         sha256: str | None,
@@ -214,20 +307,23 @@ class Store:
         now: float,
     ) -> None:
         connection.execute(
-            "INSERT INTO rejections (user, model_name, file_sha256, attempted_at, error) VALUES (?, ?, ?, ?, ?)",
-            (user, model_name, sha256, now, error),
+            "INSERT INTO rejections (benchmark, user, model_name, file_sha256, attempted_at, error) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (benchmark, user, model_name, sha256, now, error),
         )
 
     def get(self, submission_id: int) -> StoredSubmission | None:
         rows = self._read("SELECT * FROM submissions WHERE id = ?", (submission_id,))
         return _submission(rows[0]) if rows else None
 
-    def submissions(self, status: str | None = None) -> list[StoredSubmission]:
-        """All rows (or those with ``status``), oldest first."""
-        if status is None:
-            rows = self._read("SELECT * FROM submissions ORDER BY id")
-        else:
-            rows = self._read("SELECT * FROM submissions WHERE status = ? ORDER BY id", (status,))
+    def submissions(self, status: str | None = None, *, benchmark: str | None = None) -> list[StoredSubmission]:
+        """All rows (or those with ``status``, and of ``benchmark``), oldest first."""
+        conditions = [(column, value) for column, value in (("status", status), ("benchmark", benchmark)) if value]
+        where = " AND ".join(f"{column} = ?" for column, _ in conditions)
+        rows = self._read(
+            f"SELECT * FROM submissions {'WHERE ' + where if where else ''} ORDER BY id",
+            tuple(value for _, value in conditions),
+        )
         return [_submission(row) for row in rows]
 
     def rejections(self) -> list[dict[str, Any]]:
@@ -259,19 +355,21 @@ class Store:
 
     # baselines
 
-    def baseline(self, name: str) -> BaselineScore | None:
-        rows = self._read("SELECT * FROM baselines WHERE name = ?", (name,))
+    def baseline(self, benchmark: str, name: str) -> BaselineScore | None:
+        rows = self._read("SELECT * FROM baselines WHERE benchmark = ? AND name = ?", (benchmark, name))
         return _baseline(rows[0]) if rows else None
 
-    def baselines(self) -> list[BaselineScore]:
-        return [_baseline(row) for row in self._read("SELECT * FROM baselines ORDER BY name")]
+    def baselines(self, benchmark: str) -> list[BaselineScore]:
+        rows = self._read("SELECT * FROM baselines WHERE benchmark = ? ORDER BY name", (benchmark,))
+        return [_baseline(row) for row in rows]
 
     def save_baseline(self, score: BaselineScore) -> None:
         with self._transaction() as connection:
             connection.execute(
-                "INSERT OR REPLACE INTO baselines (name, file_sha256, references_key, scores, scored_at) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO baselines (benchmark, name, file_sha256, references_key, scores, scored_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
                 (
+                    score.benchmark,
                     score.name,
                     score.file_sha256,
                     score.references_key,
@@ -280,12 +378,14 @@ class Store:
                 ),
             )
 
-    def keep_baselines(self, names: set[str]) -> None:
-        """Drop cached baselines whose file is gone."""
+    def keep_baselines(self, benchmark: str, names: set[str]) -> None:
+        """Drop the benchmark's cached baselines whose file is gone."""
         with self._transaction() as connection:
-            for row in connection.execute("SELECT name FROM baselines").fetchall():
+            for row in connection.execute("SELECT name FROM baselines WHERE benchmark = ?", (benchmark,)).fetchall():
                 if row["name"] not in names:
-                    connection.execute("DELETE FROM baselines WHERE name = ?", (row["name"],))
+                    connection.execute(
+                        "DELETE FROM baselines WHERE benchmark = ? AND name = ?", (benchmark, row["name"])
+                    )
 
     # backup
 
@@ -293,6 +393,47 @@ class Store:
         """Copy a consistent image of the database (WAL included) to ``path``, for backups."""
         with closing(self._connect()) as source, closing(sqlite3.connect(path)) as target:
             source.backup(target)
+
+
+def _to_v2(connection: sqlite3.Connection, legacy_benchmark: str) -> None:
+    """Version 1 to 2: every existing row goes to ``legacy_benchmark``; old submissions declared
+    nothing, so they get protocol ``other`` and checkpoint selection ``unknown``.
+
+    SQLite cannot change a primary key or add NOT NULL columns without defaults, so ``submissions``
+    and ``baselines`` are rebuilt (ids and the id sequence kept); ``rejections`` gains a column.
+    """
+    (old_sequence,) = connection.execute(
+        "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'submissions'"
+    ).fetchone()
+    connection.execute(SUBMISSIONS_V2.format(table="submissions_v2"))
+    connection.execute(
+        f"INSERT INTO submissions_v2 ({_V1_SUBMISSION_COLUMNS}, benchmark, protocol, checkpoint_selection) "
+        f"SELECT {_V1_SUBMISSION_COLUMNS}, ?, ?, ? FROM submissions ORDER BY id",
+        (legacy_benchmark, DEFAULT_PROTOCOL, DEFAULT_CHECKPOINT_SELECTION),
+    )
+    connection.execute("DROP TABLE submissions")
+    connection.execute("ALTER TABLE submissions_v2 RENAME TO submissions")
+    (new_sequence,) = connection.execute(
+        "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'submissions'"
+    ).fetchone()
+    connection.execute("DELETE FROM sqlite_sequence WHERE name IN ('submissions', 'submissions_v2')")
+    connection.execute(
+        "INSERT INTO sqlite_sequence (name, seq) VALUES ('submissions', ?)", (max(old_sequence, new_sequence),)
+    )
+    connection.execute("CREATE INDEX submissions_by_user ON submissions (benchmark, user, submitted_at)")
+    connection.execute("CREATE INDEX submissions_by_status ON submissions (status)")
+
+    connection.execute("ALTER TABLE rejections ADD COLUMN benchmark TEXT")
+    connection.execute("UPDATE rejections SET benchmark = ?", (legacy_benchmark,))
+
+    connection.execute(BASELINES_V2.format(table="baselines_v2"))
+    connection.execute(
+        "INSERT INTO baselines_v2 (benchmark, name, file_sha256, references_key, scores, scored_at) "
+        "SELECT ?, name, file_sha256, references_key, scores, scored_at FROM baselines",
+        (legacy_benchmark,),
+    )
+    connection.execute("DROP TABLE baselines")
+    connection.execute("ALTER TABLE baselines_v2 RENAME TO baselines")
 
 
 def _submission(row: sqlite3.Row) -> StoredSubmission:

@@ -2,14 +2,15 @@
 
 Scores are stored as fractions (what the evaluation core returns); tables show percent, as the
 papers do. Ranking: gIoU, then cIoU, then the earlier submission. Baselines sit at their score's
-place in the table but take no rank.
+place in the table but take no rank. Each submission's declared protocol has its columns, and the
+table can be filtered on it; a checkpoint chosen on the test split is flagged in the UI table.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,9 +19,13 @@ import pandas as pd
 
 from eval.contract import KNOWN_TAGS
 
+from .submission import CHECKPOINT_SELECTIONS, PROTOCOLS, Declaration
+
 BASELINE_SUBMITTER = "leaderboard (baseline)"
 DECIMALS = 1
 _ANSWER_TAGS = ("multi-target", "no-target")
+TEST_SELECTION_FLAG = "⚠ test"
+DECLARATION_COLUMNS = ("protocol", "checkpoint_selection", "trained_on", "params", "code", "paper")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
 
 
@@ -36,6 +41,7 @@ class Entry:
     link: str | None = None
     note: str | None = None
     submission_id: int | None = None
+    declaration: Declaration | None = None  # None for baselines, which declare nothing
 
     @property
     def sort_key(self) -> tuple[float, float, float]:
@@ -45,6 +51,49 @@ class Entry:
 def _number(value: Any) -> float:
     """A score as a float, with a missing score ranking last."""
     return float(value) if isinstance(value, (int, float)) and not math.isnan(value) else -math.inf
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which declared protocols and checkpoint selections a table keeps; None keeps every value.
+
+    Baselines always stay: they are the reference points a filtered table is read against.
+    """
+
+    protocols: frozenset[str] | None = None
+    checkpoint_selections: frozenset[str] | None = None
+
+    @classmethod
+    def of(
+        cls, *, protocols: Collection[str] | None = None, checkpoint_selections: Collection[str] | None = None
+    ) -> Filters:
+        """Validated filters; an unknown value is a ``ValueError`` naming the allowed ones."""
+        return cls(
+            protocols=_allowed(protocols, PROTOCOLS, "protocol"),
+            checkpoint_selections=_allowed(checkpoint_selections, CHECKPOINT_SELECTIONS, "checkpoint selection"),
+        )
+
+    def keeps(self, entry: Entry) -> bool:
+        if entry.baseline or entry.declaration is None:
+            return True
+        return (self.protocols is None or entry.declaration.protocol in self.protocols) and (
+            self.checkpoint_selections is None or entry.declaration.checkpoint_selection in self.checkpoint_selections
+        )
+
+    def apply(self, entries: Iterable[Entry]) -> list[Entry]:
+        return [entry for entry in entries if self.keeps(entry)]
+
+
+def _allowed(values: Collection[str] | None, choices: tuple[str, ...], what: str) -> frozenset[str] | None:
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    cleaned = frozenset(str(value).strip().lower() for value in values)
+    unknown = sorted(cleaned - set(choices))
+    if unknown:
+        raise ValueError(f"cannot filter on the {what} {', '.join(map(repr, unknown))}: use {', '.join(choices)}")
+    return cleaned
 
 
 def rank(entries: Iterable[Entry], *, show_all: bool) -> list[tuple[int | None, Entry]]:
@@ -124,12 +173,14 @@ def plain_frame(entries: Sequence[Entry], *, show_all: bool) -> pd.DataFrame:
     tags = tag_names(entries)
     rows = []
     for position, entry in rank(entries, show_all=show_all):
+        declared = entry.declaration
         rows.append(
             {
                 "rank": position,
                 "model": entry.model,
                 "link": entry.link,
                 **score_columns(entry.scores, tags, decimals=DECIMALS),
+                **{column: getattr(declared, column) if declared else None for column in DECLARATION_COLUMNS},
                 "n": entry.scores.get("n"),
                 "submitter": entry.submitter,
                 "date": datetime.fromtimestamp(entry.at, UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -141,6 +192,7 @@ def plain_frame(entries: Sequence[Entry], *, show_all: bool) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=_columns(tags))
     for column in ("rank", "n", "id"):
         frame[column] = frame[column].astype("Int64")
+    frame["params"] = frame["params"].astype("Float64")
     frame["baseline"] = frame["baseline"].astype(bool)
     return frame
 
@@ -151,6 +203,7 @@ def _columns(tags: Sequence[str]) -> list[str]:
         "model",
         "link",
         *score_columns({}, tags, decimals=None),
+        *DECLARATION_COLUMNS,
         "n",
         "submitter",
         "date",
@@ -161,10 +214,32 @@ def _columns(tags: Sequence[str]) -> list[str]:
 
 
 def display_frame(entries: Sequence[Entry], *, show_all: bool) -> pd.DataFrame:
-    """The table for a UI: the model column is markdown, linked when a link was given."""
+    """The table for a UI: model, code and paper columns are markdown links, the parameter count
+    reads "7B", and a checkpoint chosen on the test split is flagged."""
     frame = plain_frame(entries, show_all=show_all)
     frame["model"] = [markdown_model(model, link) for model, link in zip(frame["model"], frame["link"], strict=True)]
+    for column in ("code", "paper"):
+        frame[column] = [markdown_model(column, url) if _present(url) else None for url in frame[column]]
+    frame["checkpoint_selection"] = [
+        TEST_SELECTION_FLAG if value == "test" else value for value in frame["checkpoint_selection"]
+    ]
+    frame["params"] = [format_params(value) for value in frame["params"]]
     return frame.drop(columns=["link"])
+
+
+def _present(value: Any) -> bool:
+    return value is not None and value is not pd.NA and not (isinstance(value, float) and math.isnan(value))
+
+
+def format_params(value: Any) -> str | None:
+    """A parameter count as people write it: 7B, 350M, 1.3B; None when not given."""
+    if not _present(value):
+        return None
+    number = float(value)
+    for suffix, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if number >= scale:
+            return f"{number / scale:.3g}{suffix}"
+    return f"{number:.3g}"
 
 
 def markdown_model(name: str, link: str | None) -> str:

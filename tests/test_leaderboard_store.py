@@ -193,7 +193,15 @@ def test_a_pending_file_that_fails_the_ground_truth_checks_is_turned_into_a_reje
     store = board._store
     from leaderboard.submission import prepare
 
-    submission, _ = prepare(wrong, model_name="crashed", user="kim", link=None, note=None, max_bytes=10**6)
+    submission, _ = prepare(
+        wrong,
+        model_name="crashed",
+        user="kim",
+        link=None,
+        note=None,
+        max_bytes=10**6,
+        benchmark=board.default_benchmark,
+    )
     store.add_pending(submission, now=0.0, rate_limit=board._rate_limit)  # as if the process died here
     Leaderboard(lb_settings)
     assert _rows(lb_settings.db_path) == []

@@ -168,4 +168,4 @@ def test_no_public_method_or_attribute_returns_the_ground_truth(filled, truth, t
     result = filled.submit(predictions_file(tmp_path / "own.jsonl", truth), model_name="oracle-copy", user="dan")
     assert not _contains_ground_truth(result)
     assert not _contains_ground_truth(result.to_dict())
-    assert [name for name in vars(filled) if not name.startswith("_")] == ["settings"]
+    assert [name for name in vars(filled) if not name.startswith("_")] == ["settings", "benchmarks"]
