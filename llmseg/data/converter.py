@@ -1,6 +1,6 @@
 """What the converters of released benchmarks share: reading inputs, the error and skip policy, writing.
 
-A converter (``llmseg40k``, ``reasonseg``) only turns its release's layout
+A converter (``llmseg40k``, ``reasonseg``, ``reasonseg_hub``) only turns its release's layout
 into ``Sample`` rows. Everything around that lives here, so every converter reports bad input
 the same way (``BadInput``: one line naming the file), skips it the same way (``--skip-bad``),
 stores EXIF-rotated images the same way and writes through ``llmseg.data.writer`` with the same

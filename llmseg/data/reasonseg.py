@@ -5,6 +5,7 @@ queries), ``is_sentence`` (long query or short phrase) and ``shapes`` (labelme p
 becomes the split ``validation``. Train keeps one sample per query, validation and test only the
 first query (the standard protocol); id ``<image stem>-<query index>``; tags ``long``/``short``
 and ``no-target`` when nothing is to be segmented (two test images have no polygon at all).
+The Hub layout of the same data (``--hub``) is read by ``llmseg.data.reasonseg_hub``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from llmseg.data import converter
 from llmseg.data.converter import BadInput, Conversion, OutputOptions
+from llmseg.data.reasonseg_hub import convert_reasonseg_hub
 from llmseg.data.writer import Sample
 
 # Release folder -> split name; validation and test score only the first query of each image.
@@ -27,7 +29,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 IGNORE_VALUE = 255  # pixels of a polygon whose label contains "ignore": excluded from scoring
 TARGET_VALUE = 1
 HELP = "convert LISA's ReasonSeg release to the common format"
-DESCRIPTION = "Convert ReasonSeg (<root>/{train,val,test}/*.jpg + *.json); val becomes `validation`."
+DESCRIPTION = (
+    "Convert ReasonSeg: LISA's release (--root: <root>/{train,val,test}/*.jpg + *.json, val becomes "
+    "`validation`) or its Hub layout (--hub: one split, whose masks have lost the ignore regions)."
+)
 
 
 def rasterize(shapes: list[dict[str, Any]], height: int, width: int) -> np.ndarray:
@@ -159,8 +164,22 @@ def _is_polygon(points: Any) -> bool:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``convert-reasonseg`` to ``python -m llmseg.data``."""
     inputs = converter.add_command(subparsers, "convert-reasonseg", help=HELP, description=DESCRIPTION, run=_run)
-    inputs.add_argument("--root", required=True, type=Path, metavar="DIR", help="holds train/, val/ and test/")
+    layout = inputs.add_mutually_exclusive_group(required=True)
+    layout.add_argument("--root", type=Path, metavar="DIR", help="LISA's release: holds train/, val/ and test/")
+    layout.add_argument(
+        "--hub", metavar="FOLDER_OR_ID", help="the Hub layout: Ricky06662/ReasonSeg_val or _test, or a local copy"
+    )
+    inputs.add_argument(
+        "--split", choices=("validation", "test"), help="with --hub: the split it holds (default: from its name)"
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
-    return converter.print_summary(convert_reasonseg(args.root, args.out, **converter.output_options(args)), args.out)
+    options = converter.output_options(args)
+    if args.hub is not None:
+        conversion = convert_reasonseg_hub(args.hub, args.out, split=args.split, **options)
+    elif args.split is not None:
+        raise ValueError("--split goes with --hub: LISA's release names its splits by folder")
+    else:
+        conversion = convert_reasonseg(args.root, args.out, **options)
+    return converter.print_summary(conversion, args.out)
