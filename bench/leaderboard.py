@@ -7,10 +7,14 @@ writer into a temporary folder, with a predictions file of jittered copies. Time
     parse, pending row + raw file, ``eval.evaluate`` with its 1000 bootstrap resamples, scored row);
   * bare eval, the reference in the same run: ``read_predictions`` + ``evaluate`` on the same
     ``References``, i.e. what ``python -m eval`` does once its data is loaded;
-  * start: opening the leaderboard on that split (load, decode ground truth, fingerprint).
+  * start: opening the leaderboard on that split (load, decode ground truth, fingerprint);
+  * compare: ``Leaderboard.compare`` of the first two submissions with ``--resamples`` paired
+    bootstrap resamples and sign-flip permutations, overall and per tag (reading the stored
+    per-sample counts included), against the reference in the same run: the same statistics
+    with a plain Python loop over resamples (numpy within each resample), which must agree.
 Prints the figures and writes ``bench/results/leaderboard.json``.
 
-    .venv/bin/python bench/leaderboard.py [--sizes 200 1000 5000] [--repeats 3]
+    .venv/bin/python bench/leaderboard.py [--sizes 200 1000 5000] [--repeats 3] [--resamples 1000]
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval import References, evaluate, read_predictions  # noqa: E402
+from eval.metrics import ciou, giou  # noqa: E402
 from eval.predictions import write_predictions  # noqa: E402
 from leaderboard import Leaderboard, LeaderboardSettings  # noqa: E402
+from leaderboard.significance import SampleCounts  # noqa: E402
 from llmseg.data.writer import Sample, png_bytes, write_dataset  # noqa: E402
 
 HEIGHT, WIDTH = 480, 640
@@ -73,15 +79,64 @@ def build(folder: Path, n: int, seed: int) -> tuple[Path, list[Path]]:
     return split, files
 
 
-def measure(n: int, repeats: int, folder: Path) -> dict[str, float]:
+def loop_comparison(a: SampleCounts, b: SampleCounts, n_resamples: int, seed: int) -> dict[str, list[float] | float]:
+    """The reference: the paired bootstrap and the sign-flip test one resample at a time."""
+    n = len(a)
+    rng = np.random.default_rng(seed)
+    giou_draws, ciou_draws = [], []
+    for _ in range(n_resamples):
+        index = rng.integers(0, n, size=n)
+        ia, ua, ib, ub = a.intersection[index], a.union[index], b.intersection[index], b.union[index]
+        giou_draws.append(giou(ia, ua) - giou(ib, ub))
+        ciou_draws.append(ciou(ia, ua) - ciou(ib, ub))
+    observed_giou = giou(a.intersection, a.union) - giou(b.intersection, b.union)
+    observed_ciou = ciou(a.intersection, a.union) - ciou(b.intersection, b.union)
+    rng = np.random.default_rng((seed, 1))
+    extreme_giou = extreme_ciou = 0
+    for _ in range(n_resamples):
+        words = rng.integers(0, 2**64, size=-(-n // 64), dtype=np.uint64)
+        swap = np.unpackbits(words.view(np.uint8), count=n, bitorder="little").astype(bool)
+        ia, ua = np.where(swap, b.intersection, a.intersection), np.where(swap, b.union, a.union)
+        ib, ub = np.where(swap, a.intersection, b.intersection), np.where(swap, a.union, b.union)
+        extreme_giou += abs(giou(ia, ua) - giou(ib, ub)) >= abs(observed_giou) * (1 - 1e-12)
+        extreme_ciou += abs(ciou(ia, ua) - ciou(ib, ub)) >= abs(observed_ciou) * (1 - 1e-12)
+    return {
+        "giou_ci95": list(np.percentile(giou_draws, [2.5, 97.5])),
+        "ciou_ci95": list(np.percentile(ciou_draws, [2.5, 97.5])),
+        "giou_p": (1 + extreme_giou) / (1 + n_resamples),
+        "ciou_p": (1 + extreme_ciou) / (1 + n_resamples),
+    }
+
+
+def loop_compare_all(a: SampleCounts, b: SampleCounts, tags: list[list[str]], n_resamples: int) -> dict:
+    """The reference over every subset compare reports: overall, then each tag's samples."""
+    result = loop_comparison(a, b, n_resamples, seed=0)
+    result["by_tag"] = {}
+    for tag in sorted({tag for sample_tags in tags for tag in sample_tags}):
+        rows = np.array([tag in sample_tags for sample_tags in tags])
+        result["by_tag"][tag] = loop_comparison(a.subset(rows), b.subset(rows), n_resamples, seed=0)
+    return result
+
+
+def agree(compared: dict, looped: dict) -> bool:
+    """Same intervals (to rounding) and the same p-values, overall and per tag."""
+    rows = [(compared, looped)] + [(compared["by_tag"][tag], row) for tag, row in looped["by_tag"].items()]
+    return all(
+        np.allclose(mine[f"{m}_ci95"], theirs[f"{m}_ci95"], rtol=0, atol=1e-9) and mine[f"{m}_p"] == theirs[f"{m}_p"]
+        for mine, theirs in rows
+        for m in ("giou", "ciou")
+    )
+
+
+def measure(n: int, repeats: int, folder: Path, resamples: int) -> dict[str, float]:
     split, files = build(folder, n, seed=n)
     settings = LeaderboardSettings.from_env({}, db_path=folder / f"db-{n}" / "lb.sqlite", data=str(split))
     start = time.perf_counter()
     board = Leaderboard(settings)
     start_s = time.perf_counter() - start
     references = References.from_data(str(split), "test")
-    submit_times, eval_times = [], []
-    for r in range(repeats):
+    submit_times, eval_times, ids, counts = [], [], [], []
+    for r in range(max(repeats, 2)):
         path = files[r % len(files)]
         began = time.perf_counter()
         result = board.submit(path, model_name=f"bench-{r}", user=f"bench-user-{r}")
@@ -91,6 +146,18 @@ def measure(n: int, repeats: int, folder: Path) -> dict[str, float]:
         eval_times.append(time.perf_counter() - began)
         if (result.giou, result.ciou) != (report.giou, report.ciou):
             sys.exit(f"error: the leaderboard and eval disagree on {path.name}")
+        ids.append(result.id)
+        counts.append(SampleCounts(report.per_sample["intersection"], report.per_sample["union"]))
+    compare_s, loop_s = [], []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        compared = board.compare(ids[0], ids[1], n_resamples=resamples, seed=0)
+        compare_s.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        looped = loop_compare_all(counts[0], counts[1], references.tags, resamples)
+        loop_s.append(time.perf_counter() - began)
+        if not agree(compared, looped):
+            sys.exit(f"error: compare and the reference loop disagree at {n} samples")
     submit_s, eval_s = min(submit_times), min(eval_times)
     return {
         "samples": n,
@@ -99,26 +166,35 @@ def measure(n: int, repeats: int, folder: Path) -> dict[str, float]:
         "bare_eval_s": round(eval_s, 4),
         "overhead_ratio": round(submit_s / eval_s, 3),
         "start_s": round(start_s, 3),
+        "compare_resamples": resamples,
+        "compare_tags": len(compared["by_tag"]),
+        "compare_s": round(min(compare_s), 4),
+        "compare_loop_s": round(min(loop_s), 4),
+        "compare_speedup": round(min(loop_s) / min(compare_s), 1),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[200, 1000, 5000])
-    parser.add_argument("--repeats", type=int, default=3, help="best of N submissions per size")
+    parser.add_argument("--repeats", type=int, default=3, help="best of N submissions (and comparisons) per size")
+    parser.add_argument("--resamples", type=int, default=1000, help="resamples per comparison")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="leaderboard-bench-") as temporary:
         for n in args.sizes:
-            row = measure(n, args.repeats, Path(temporary))
+            row = measure(n, args.repeats, Path(temporary), args.resamples)
             rows.append(row)
             print(
                 f"{n:>5} samples ({row['file_mb']} MiB): upload -> scored row {row['submit_s']:.3f} s, "
-                f"bare eval {row['bare_eval_s']:.3f} s (ratio {row['overhead_ratio']}), start {row['start_s']:.2f} s"
+                f"bare eval {row['bare_eval_s']:.3f} s (ratio {row['overhead_ratio']}), start {row['start_s']:.2f} s; "
+                f"compare ({args.resamples} resamples, overall + {row['compare_tags']} tags) {row['compare_s']:.3f} s, "
+                f"per-resample loop {row['compare_loop_s']:.3f} s ({row['compare_speedup']}x)"
             )
     result = {
         "size": [HEIGHT, WIDTH],
         "repeats": args.repeats,
+        "resamples": args.resamples,
         "results": rows,
         "machine": f"{platform.processor() or platform.machine()}, python {platform.python_version()}",
     }

@@ -1,4 +1,4 @@
-"""``python -m leaderboard submit|show|benchmarks``: submit a predictions file, print/export the tables.
+"""``python -m leaderboard submit|show|compare|per-sample|benchmarks``: submit, show, compare, download.
 
 ``submit --json`` prints exactly one JSON object: ``{"status": "scored", ...}`` (exit 0) or
 ``{"status": "rejected", "error": ...}`` (exit 2); a setup problem (no data, bad settings) is
@@ -6,6 +6,13 @@
 ``error: <reason>`` on stderr. Settings not given as flags come from the environment
 (``LLMSEG_LEADERBOARD_*``, see ``leaderboard.settings``). With ``--benchmarks FILE`` several
 benchmarks share one database; ``--benchmark NAME`` picks one (default: the file's first).
+
+``compare A B`` (submission ids or ``baseline:NAME``) prints the paired gIoU and cIoU differences
+with 95% intervals and p-values, overall and per tag (``--json``: one object with ``giou_diff``,
+``giou_ci95``, ``giou_p``, ``ciou_diff``, ``ciou_ci95``, ``ciou_p``, ``by_tag``).
+``per-sample ID --user NAME --out FILE`` writes one's own submission's per-sample IoU as CSV. A
+refusal (unknown id, different benchmarks, someone else's submission, a private benchmark) is
+one sentence and exit code 2; with ``--json`` it is ``{"status": "refused", "error": ...}``.
 """
 
 from __future__ import annotations
@@ -14,14 +21,17 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from .benchmarks import Benchmark
 from .board import Leaderboard
+from .per_sample import Refused
 from .reported import REPORTED_LABEL
 from .settings import LeaderboardSettings
+from .significance import format_p
 from .submission import CHECKPOINT_SELECTIONS, PROTOCOLS, SubmissionRejected
 
 
@@ -66,6 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="only submissions whose checkpoint was chosen this way (repeatable)",
     )
 
+    compare = commands.add_parser("compare", help="paired significance of two submissions' difference")
+    compare.add_argument("a", help="a submission id (the table's id column) or baseline:NAME")
+    compare.add_argument("b", help="the submission or baseline:NAME it is compared with (the difference is A - B)")
+    compare.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples and permutations")
+    compare.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same result")
+    _add_location(compare)
+    compare.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+    per_sample = commands.add_parser("per-sample", help="download your own submission's per-sample IoU as CSV")
+    per_sample.add_argument("id", help="the submission id (the table's id column)")
+    per_sample.add_argument("--user", required=True, help="who you are: the submission's submitter")
+    per_sample.add_argument("--out", required=True, metavar="FILE", help="CSV file to write (id, tags, iou)")
+    _add_location(per_sample, pick_benchmark=False)
+
     listing = commands.add_parser("benchmarks", help="list the benchmarks this leaderboard scores")
     _add_location(listing, pick_benchmark=False)
     return parser
@@ -85,7 +109,7 @@ def _add_location(parser: argparse.ArgumentParser, *, pick_benchmark: bool = Tru
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet()
-    wants_json = args.command == "submit" and args.json
+    wants_json = args.command in ("submit", "compare") and args.json
     try:
         if args.benchmarks and (args.data or args.split):
             raise ValueError("give --benchmarks or --data/--split, not both: the file gives each benchmark's data")
@@ -97,9 +121,19 @@ def main(argv: list[str] | None = None) -> int:
         board = Leaderboard(settings)
         if args.command == "submit":
             return _submit(board, args)
+        if args.command == "compare":
+            return _compare(board, args)
+        if args.command == "per-sample":
+            return _per_sample(board, args)
         return _show(board, args)
     except (ValueError, OSError) as error:
-        status = "rejected" if isinstance(error, SubmissionRejected) else "error"
+        status = (
+            "rejected"
+            if isinstance(error, SubmissionRejected)
+            else "refused"
+            if isinstance(error, Refused)
+            else "error"
+        )
         return _fail(status, str(error), as_json=wants_json)
 
 
@@ -147,6 +181,46 @@ def _show(board: Leaderboard, args: argparse.Namespace) -> int:
         board.to_csv(args.csv, show_all=args.all, benchmark=benchmark.name, **filters)
     if args.reported_csv:
         board.reported_to_csv(args.reported_csv)
+    return 0
+
+
+def _compare(board: Leaderboard, args: argparse.Namespace) -> int:
+    result = board.compare(args.a, args.b, benchmark=args.benchmark, n_resamples=args.resamples, seed=args.seed)
+    if args.json:
+        _print_json(result)
+    else:
+        print(comparison_table(result))
+    return 0
+
+
+def comparison_table(result: dict[str, Any]) -> str:
+    """The comparison as plain text: who against whom, then one row per subset, scores in percent."""
+    lines = [
+        f"A: {result['a']['label']}   B: {result['b']['label']}   benchmark {result['benchmark']}",
+        f"differences A - B with 95% paired-bootstrap intervals; two-sided sign-flip p-values "
+        f"({result['n_resamples']} resamples, seed {result['seed']})",
+        "",
+    ]
+    header = f"{'subset':<16} {'n':>6}  {'gIoU A':>6} {'gIoU B':>6} {'diff':>6}  {'95% CI':<15} {'p':>6}  "
+    header += f"{'cIoU A':>6} {'cIoU B':>6} {'diff':>6}  {'95% CI':<15} {'p':>6}"
+    lines += [header, "-" * len(header)]
+    for name, row in [("overall", result), *result["by_tag"].items()]:
+        cells = [f"{name:<16} {row['n']:>6}"]
+        for metric in ("giou", "ciou"):
+            low, high = (100 * bound for bound in row[f"{metric}_ci95"])
+            a, b, diff = (100 * row[f"{metric}_{part}"] for part in ("a", "b", "diff"))
+            interval = f"[{low:+.2f}, {high:+.2f}]"
+            cells.append(f"{a:>6.2f} {b:>6.2f} {diff:>+6.2f}  {interval:<15} {format_p(row[f'{metric}_p']):>6}")
+        lines.append("  ".join(cells))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _per_sample(board: Leaderboard, args: argparse.Namespace) -> int:
+    frame = board.per_sample(args.id, user=args.user)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+    print(f"wrote the per-sample IoU of submission #{str(args.id).removeprefix('#')} ({len(frame)} samples) to {out}")
     return 0
 
 

@@ -27,6 +27,7 @@ from . import table as tables
 from .backup import HubBackup
 from .benchmarks import Benchmark
 from .limits import RateLimit
+from .per_sample import PerSampleResults
 from .reported import reported_table
 from .scoring import Scorer
 from .settings import LeaderboardSettings
@@ -103,6 +104,7 @@ class Leaderboard:
             for benchmark in self.benchmarks
         }
         self._rate_limit = RateLimit(self.settings.rate_limit_per_day)
+        self._per_sample = PerSampleResults(self._store, self._scorers, self.benchmark)
         rescored = self._score_left_over()
         for benchmark in self.benchmarks:
             self._score_baselines(benchmark)
@@ -202,7 +204,7 @@ class Leaderboard:
         """Score one stored row; a file the ground truth refuses leaves nothing counted behind."""
         scorer = self._scorers[benchmark]
         try:
-            scores = scorer.score(predictions)
+            scored = scorer.score(predictions)
         except SubmissionRejected as error:
             if was_scored:  # accepted once, against an older ground truth: keep the row, say why it stopped counting
                 self._store.mark_failed(
@@ -214,7 +216,9 @@ class Leaderboard:
         except Exception as error:
             self._store.mark_failed(submission_id, f"{type(error).__name__}: {error}", now=self._clock())
             raise
-        self._store.mark_scored(submission_id, scores, references_key=scorer.references_key, now=self._clock())
+        self._store.mark_scored(
+            submission_id, scored.summary, scored.counts, references_key=scorer.references_key, now=self._clock()
+        )
 
     def _result(self, submission_id: int) -> SubmissionResult:
         row = self._store.get(submission_id)
@@ -291,16 +295,51 @@ class Leaderboard:
             if cached is not None and cached.file_sha256 == sha256 and cached.references_key == key:
                 continue
             try:
-                scores = scorer.score(parse_predictions(content))
+                scored = scorer.score(parse_predictions(content))
             except SubmissionRejected as error:
                 logger.warning("baseline %s of %s skipped: %s", path, benchmark.name, error)
                 continue
-            self._store.save_baseline(BaselineScore(benchmark.name, path.stem, sha256, key, scores, self._clock()))
+            self._store.save_baseline(
+                BaselineScore(benchmark.name, path.stem, sha256, key, scored.summary, self._clock()), scored.counts
+            )
         self._store.keep_baselines(benchmark.name, {path.stem for path in files})
 
     def _push_backup(self, blob_hashes: Iterable[str], *, message: str) -> None:
         if self._backup is not None:
             self._backup.push(self._store, blob_hashes, message=message)
+
+    # per-sample results
+
+    def compare(
+        self,
+        a: int | str,
+        b: int | str,
+        *,
+        benchmark: str | None = None,
+        n_resamples: int = 1000,
+        seed: int = 0,
+    ) -> dict[str, Any]:
+        """Is A better than B? Paired gIoU and cIoU differences (A - B, fractions), overall and per tag.
+
+        ``a`` and ``b`` are submission ids or ``"baseline:NAME"``. Returns ``giou_diff``,
+        ``giou_ci95`` (95% paired-bootstrap interval), ``giou_p`` (two-sided sign-flip permutation
+        p-value), the same for cIoU, and ``by_tag``; only aggregates, never a per-sample value.
+        Raises ``Refused`` (a ``ValueError``) for unknown ids and for submissions on different
+        benchmarks (or not on ``benchmark``, when named).
+        """
+        return self._per_sample.compare(a, b, benchmark=benchmark, n_resamples=n_resamples, seed=seed)
+
+    def comparable(self, benchmark: str | None = None) -> list[tuple[str, str]]:
+        """(label, id) pairs of a benchmark's scored submissions (newest first) and baselines, for a picker."""
+        return self._per_sample.comparable(benchmark)
+
+    def per_sample(self, submission: int | str, *, user: str) -> pd.DataFrame:
+        """``user``'s own submission's per-sample IoU (columns ``id``, ``tags``, ``iou``).
+
+        Raises ``Refused`` for another user's submission, a baseline, or a benchmark that sets
+        ``private_per_sample`` (per-sample scores over many submissions would leak the ground truth).
+        """
+        return self._per_sample.download(submission, user=user)
 
     # tables
 

@@ -1,13 +1,16 @@
 """Scoring against the held-out split through the evaluation core, and nothing else.
 
-The ground truth is decoded once per process into a private ``References`` object; only the
-evaluation summary (aggregate scores and intervals, never a mask or a per-sample row) leaves
-this module.
+The ground truth is decoded once per process into a private ``References`` object; what leaves
+this module is the evaluation summary (aggregate scores and intervals) and the per-sample
+intersection and union areas, which the leaderboard keeps in its store for paired comparisons
+and hands out only as aggregates (or, as IoU, to the submission's own submitter). Never a mask.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import datasets
@@ -15,9 +18,18 @@ import datasets
 from eval import PredictionsError, References, evaluate, load_split
 from eval.rle import RLE
 
+from .significance import SampleCounts
 from .submission import SubmissionRejected
 
 _FINGERPRINT_COLUMNS = ("id", "mask", "ignore", "tags", "height", "width")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One file's evaluation summary (``Report.to_dict()``) and its per-sample counts."""
+
+    summary: dict[str, Any]
+    counts: SampleCounts
 
 
 class Scorer:
@@ -28,13 +40,24 @@ class Scorer:
         self.references_key = fingerprint(dataset)
         self._references = References.from_split(dataset)
 
-    def score(self, predictions: dict[str, RLE]) -> dict[str, Any]:
+    @property
+    def ids(self) -> list[str]:
+        """The split's sample ids in order (public: every submission lists them)."""
+        return list(self._references.ids)
+
+    @property
+    def tags(self) -> Sequence[Sequence[str]]:
+        """Each sample's tags, in order (public: the public copy of the split carries them)."""
+        return [list(tags) for tags in self._references.tags]
+
+    def score(self, predictions: dict[str, RLE]) -> Scored:
         """Evaluate with the core's defaults (as ``python -m eval`` does); bad ids or sizes are rejected."""
         try:
             report = evaluate(predictions, self._references)
         except PredictionsError as error:
             raise SubmissionRejected(str(error)) from None
-        return report.to_dict()
+        per_sample = report.per_sample
+        return Scored(report.to_dict(), SampleCounts(per_sample["intersection"], per_sample["union"]))
 
 
 def fingerprint(dataset: datasets.Dataset) -> str:

@@ -1,4 +1,5 @@
-"""SQLite storage of submissions, rejected attempts and cached baseline scores, plus the raw files.
+"""SQLite storage of submissions, rejected attempts, cached baseline scores and the per-sample counts
+behind them, plus the raw files.
 
 One database holds every benchmark: each row names its benchmark. The schema is versioned
 (``PRAGMA user_version``); an older database is migrated in place, in one transaction, on open.
@@ -15,13 +16,17 @@ import json
 import os
 import sqlite3
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .limits import RateLimit, check_duplicate
+from .significance import SampleCounts
 from .submission import DEFAULT_CHECKPOINT_SELECTION, DEFAULT_PROTOCOL, Declaration, Submission
 
 SCHEMA_VERSION = 2
@@ -95,6 +100,25 @@ CREATE TABLE {table} (
     scored_at REAL NOT NULL,
     PRIMARY KEY (benchmark, name)
 )
+"""
+# Per-sample I and U of every scored file (compressed little-endian int64 arrays in the split's
+# order), for paired comparisons and a submitter's own download. Added without a version bump:
+# older databases simply lack the tables until opened, and their rows are backfilled lazily.
+PER_SAMPLE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS per_sample (
+    submission_id INTEGER PRIMARY KEY,
+    references_key TEXT NOT NULL,
+    intersection BLOB NOT NULL,
+    union_area BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS baseline_per_sample (
+    benchmark TEXT NOT NULL,
+    name TEXT NOT NULL,
+    references_key TEXT NOT NULL,
+    intersection BLOB NOT NULL,
+    union_area BLOB NOT NULL,
+    PRIMARY KEY (benchmark, name)
+);
 """
 _V1_SUBMISSION_COLUMNS = (
     "id, user, model_name, link, note, file_sha256, submitted_at, status, error, scores, scored_at, references_key"
@@ -170,6 +194,8 @@ class Store:
             connection.execute("PRAGMA journal_mode=WAL")
         if version < SCHEMA_VERSION:
             self._migrate(version, legacy_benchmark)
+        with closing(self._connect()) as connection:
+            connection.executescript(PER_SAMPLE_SCHEMA)
 
     def _migrate(self, version: int, legacy_benchmark: str) -> None:
         """Bring the schema to ``SCHEMA_VERSION`` in one transaction: all of it happens, or none."""
@@ -250,14 +276,43 @@ class Store:
             ).fetchall()  # fetch everything so the statement finishes before COMMIT
         return int(inserted[0]["id"])
 
-    def mark_scored(self, submission_id: int, scores: dict[str, Any], *, references_key: str, now: float) -> None:
-        """Store the scores of a pending (or re-scored) row."""
+    def mark_scored(
+        self,
+        submission_id: int,
+        scores: dict[str, Any],
+        counts: SampleCounts,
+        *,
+        references_key: str,
+        now: float,
+    ) -> None:
+        """Store the scores and per-sample counts of a pending (or re-scored) row, together."""
         with self._transaction() as connection:
             connection.execute(
                 "UPDATE submissions SET status = 'scored', error = NULL, scores = ?, scored_at = ?, "
                 "references_key = ? WHERE id = ?",
                 (json.dumps(scores, sort_keys=True), now, references_key, submission_id),
             )
+            self._save_per_sample(connection, submission_id, counts, references_key)
+
+    def save_per_sample(self, submission_id: int, counts: SampleCounts, *, references_key: str) -> None:
+        """Store a scored row's per-sample counts (a lazy backfill for rows scored before they were kept)."""
+        with self._transaction() as connection:
+            self._save_per_sample(connection, submission_id, counts, references_key)
+
+    @staticmethod
+    def _save_per_sample(
+        connection: sqlite3.Connection, submission_id: int, counts: SampleCounts, references_key: str
+    ) -> None:
+        connection.execute(
+            "INSERT OR REPLACE INTO per_sample (submission_id, references_key, intersection, union_area) "
+            "VALUES (?, ?, ?, ?)",
+            (submission_id, references_key, *_pack(counts)),
+        )
+
+    def per_sample(self, submission_id: int) -> tuple[str, SampleCounts] | None:
+        """A submission's per-sample counts and the ground-truth fingerprint they were computed on."""
+        rows = self._read("SELECT * FROM per_sample WHERE submission_id = ?", (submission_id,))
+        return (rows[0]["references_key"], _unpack(rows[0])) if rows else None
 
     def mark_failed(self, submission_id: int, error: str, *, now: float) -> None:
         """Record that scoring crashed on a bug, not on the file; the row stops counting for the user."""
@@ -363,8 +418,10 @@ class Store:
         rows = self._read("SELECT * FROM baselines WHERE benchmark = ? ORDER BY name", (benchmark,))
         return [_baseline(row) for row in rows]
 
-    def save_baseline(self, score: BaselineScore) -> None:
+    def save_baseline(self, score: BaselineScore, counts: SampleCounts) -> None:
+        """Cache a baseline's scores and its per-sample counts, together."""
         with self._transaction() as connection:
+            self._save_baseline_per_sample(connection, score.benchmark, score.name, counts, score.references_key)
             connection.execute(
                 "INSERT OR REPLACE INTO baselines (benchmark, name, file_sha256, references_key, scores, scored_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -383,9 +440,30 @@ class Store:
         with self._transaction() as connection:
             for row in connection.execute("SELECT name FROM baselines WHERE benchmark = ?", (benchmark,)).fetchall():
                 if row["name"] not in names:
-                    connection.execute(
-                        "DELETE FROM baselines WHERE benchmark = ? AND name = ?", (benchmark, row["name"])
-                    )
+                    for table in ("baselines", "baseline_per_sample"):
+                        connection.execute(
+                            f"DELETE FROM {table} WHERE benchmark = ? AND name = ?", (benchmark, row["name"])
+                        )
+
+    def save_baseline_per_sample(self, benchmark: str, name: str, counts: SampleCounts, *, references_key: str) -> None:
+        """Store a cached baseline's per-sample counts (a lazy backfill for caches older than them)."""
+        with self._transaction() as connection:
+            self._save_baseline_per_sample(connection, benchmark, name, counts, references_key)
+
+    @staticmethod
+    def _save_baseline_per_sample(
+        connection: sqlite3.Connection, benchmark: str, name: str, counts: SampleCounts, references_key: str
+    ) -> None:
+        connection.execute(
+            "INSERT OR REPLACE INTO baseline_per_sample (benchmark, name, references_key, intersection, union_area) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (benchmark, name, references_key, *_pack(counts)),
+        )
+
+    def baseline_per_sample(self, benchmark: str, name: str) -> tuple[str, SampleCounts] | None:
+        """A baseline's per-sample counts and the ground-truth fingerprint they were computed on."""
+        rows = self._read("SELECT * FROM baseline_per_sample WHERE benchmark = ? AND name = ?", (benchmark, name))
+        return (rows[0]["references_key"], _unpack(rows[0])) if rows else None
 
     # backup
 
@@ -434,6 +512,17 @@ def _to_v2(connection: sqlite3.Connection, legacy_benchmark: str) -> None:
     )
     connection.execute("DROP TABLE baselines")
     connection.execute("ALTER TABLE baselines_v2 RENAME TO baselines")
+
+
+def _pack(counts: SampleCounts) -> tuple[bytes, bytes]:
+    """The two arrays as compressed little-endian int64 bytes (areas compress well)."""
+    intersection, union = (np.ascontiguousarray(a, dtype="<i8").tobytes() for a in (counts.intersection, counts.union))
+    return zlib.compress(intersection, 1), zlib.compress(union, 1)
+
+
+def _unpack(row: sqlite3.Row) -> SampleCounts:
+    intersection, union = (np.frombuffer(zlib.decompress(row[c]), dtype="<i8") for c in ("intersection", "union_area"))
+    return SampleCounts(intersection, union)
 
 
 def _submission(row: sqlite3.Row) -> StoredSubmission:

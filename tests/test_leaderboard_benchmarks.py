@@ -284,7 +284,7 @@ def test_a_version_1_database_migrates_without_losing_rows(tmp_path, split_dir, 
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
         (blobs / f"{sha}.jsonl").write_bytes(path.read_bytes())
         rows.append(sha)
-    scores = scorer.score(read_predictions(scored_file))
+    scores = scorer.score(read_predictions(scored_file)).summary
     oracle = (split_dir / "baselines" / "oracle.jsonl").read_bytes()
     with sqlite3.connect(db) as connection:
         connection.executescript(V1_SCHEMA)
