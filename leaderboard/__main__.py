@@ -30,7 +30,7 @@ from .benchmarks import Benchmark
 from .board import Leaderboard
 from .per_sample import Refused
 from .reported import REPORTED_LABEL
-from .settings import LeaderboardSettings
+from .settings import DEFAULT_DATA, LeaderboardSettings
 from .significance import format_p
 from .submission import CHECKPOINT_SELECTIONS, PROTOCOLS, SubmissionRejected
 
@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.command == "benchmarks":  # reads the file only: no ground truth to load
             return _list_benchmarks(settings.benchmarks())
+        _check_default_data(settings)
         board = Leaderboard(settings)
         if args.command == "submit":
             return _submit(board, args)
@@ -135,6 +136,15 @@ def main(argv: list[str] | None = None) -> int:
             else "error"
         )
         return _fail(status, str(error), as_json=wants_json)
+
+
+def _check_default_data(settings: LeaderboardSettings) -> None:
+    """The default held-out data is a folder of the project checkout; elsewhere say so before creating anything."""
+    if settings.benchmarks_file is None and settings.data == DEFAULT_DATA and not Path(DEFAULT_DATA).is_dir():
+        raise ValueError(
+            f"the default held-out data {DEFAULT_DATA} is a folder of the project checkout and is not here: "
+            "run from the checkout, or pass --data (or set LLMSEG_LEADERBOARD_DATA) with a dataset folder or Hub id"
+        )
 
 
 def _submit(board: Leaderboard, args: argparse.Namespace) -> int:
