@@ -71,7 +71,8 @@ def test_the_leaderboard_default_data_outside_the_checkout_is_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("LLMSEG_LEADERBOARD_DATA", raising=False)
+    for name in ("LLMSEG_LEADERBOARD_DATA", "LLMSEG_LEADERBOARD_BENCHMARKS"):
+        monkeypatch.delenv(name, raising=False)
     assert main(["leaderboard", "show"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: the default held-out data data/shapes-mini-heldout is a folder of the project")

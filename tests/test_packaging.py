@@ -70,6 +70,7 @@ def _run(command: list[str | Path], cwd: Path, env: dict[str, str]) -> subproces
 
 INSPECT = """
 import json, llmseg
+from leaderboard.benchmarks import DEFAULT_BENCHMARKS_FILE
 from llmseg.datagen.templates import PROMPTS_DIR, load_template
 from llmseg.model.presets import PRESETS
 weights = PRESETS["shapes"].weights
@@ -80,6 +81,7 @@ print(json.dumps({
     "prompt": load_template("ask_v1").version,
     "prompts_dir": str(PROMPTS_DIR),
     "configs": sorted(p.name for p in (weights.parent.parent / "configs").iterdir()),
+    "benchmarks_file": str(DEFAULT_BENCHMARKS_FILE) if DEFAULT_BENCHMARKS_FILE.is_file() else None,
 }))
 """
 
@@ -116,7 +118,7 @@ def test_installed_package_runs_from_outside_the_checkout(tmp_path: Path) -> Non
     _run(pip, outside, env)
 
     inspected = json.loads(_run([python, "-c", INSPECT], outside, env).stdout)
-    for key in ("llmseg", "weights", "prompts_dir"):
+    for key in ("llmseg", "weights", "prompts_dir", "benchmarks_file"):
         installed = Path(inspected[key]).resolve()
         assert installed.is_relative_to(env_dir.resolve()), f"{key} {installed} is not the installed copy"
     assert inspected["weight_files"] == ["region_encoder.safetensors", "selector.safetensors", "vlm.safetensors"]
