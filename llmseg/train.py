@@ -78,6 +78,10 @@ class TrainConfig:
     # data worker; else torch's default. On CPUs shared with other jobs, 1 avoids threads stalling on
     # preempted siblings (8x faster in bench/train_speed.py).
     torch_threads: int | None = None
+    # Not in the release: "TAG=N,TAG=N" shows every training question with one of these tags N
+    # times per epoch (the largest N of its tags; integers, others once), so a fine-tune can spend
+    # its updates on the question kinds the model fails most (the shapes model's relations).
+    tag_weights: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -135,7 +139,30 @@ def train_config_for(preset: str, overrides: dict[str, Any] | None = None) -> Tr
         raise ValueError("torch_threads must be at least 1 (leave it out for torch's default)")
     if config.validation_limit is not None and config.validation_limit < 1:
         raise ValueError("validation_limit must be at least 1 (leave it out to validate on the whole split)")
+    if config.tag_weights is not None:
+        parse_tag_weights(config.tag_weights)
     return config
+
+
+def parse_tag_weights(text: str) -> dict[str, int]:
+    """``"relation=3,comparative=2"`` -> {"relation": 3, "comparative": 2}; a clear error otherwise."""
+    weights: dict[str, int] = {}
+    for item in text.split(","):
+        tag, _, count = item.strip().partition("=")
+        if not tag or not count.strip().isdigit() or int(count) < 1 or tag in weights:
+            raise ValueError(
+                f"tag_weights {text!r}: write distinct TAG=N pairs with whole N >= 1, comma-separated "
+                "(e.g. relation=3,comparative=2)"
+            )
+        weights[tag] = int(count)
+    return weights
+
+
+def sampling_pool(tags: Sequence[Sequence[str]], weights: dict[str, int]) -> np.ndarray:
+    """Sample indices, each repeated by the largest weight of its tags (1 without a weighted tag):
+    one epoch of tag-weighted training is a permutation of this pool."""
+    repeats = [max([weights.get(tag, 1) for tag in sample_tags], default=1) for sample_tags in tags]
+    return np.repeat(np.arange(len(tags)), repeats)
 
 
 class TrainingData(torch.utils.data.Dataset):
@@ -237,7 +264,13 @@ def sample_order(size: int, epoch: int, seed: int) -> np.ndarray:
 
 
 def micro_batch_indices(
-    size: int, start: int, batch_size: int, seed: int, process_index: int = 0, num_processes: int = 1
+    size: int,
+    start: int,
+    batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    num_processes: int = 1,
+    pool: np.ndarray | None = None,
 ) -> Iterator[list[int]]:
     """Endless micro-batches from global sample position ``start``; each process takes its own share.
 
@@ -245,7 +278,10 @@ def micro_batch_indices(
     the epochs' permutations back to back (a batch that crosses an epoch boundary ends one epoch and
     starts the next), and it depends only on ``start``: a resumed run continues exactly. Each global
     batch of ``batch_size * num_processes`` positions is cut into contiguous, disjoint shares.
+    With a ``pool`` (``sampling_pool``), epochs permute the pool's entries and yield the samples they name.
     """
+    if pool is not None:
+        size = len(pool)
     if size < 1:
         raise ValueError("the training split is empty: give a dataset with at least one training question")
     global_batch = batch_size * num_processes
@@ -258,7 +294,8 @@ def micro_batch_indices(
             if p // size != epoch:
                 epoch = p // size
                 order = sample_order(size, epoch, seed)
-            share.append(int(order[p % size]))
+            position_in_epoch = int(order[p % size])
+            share.append(int(pool[position_in_epoch]) if pool is not None else position_in_epoch)
         yield share
         position += global_batch
 
@@ -427,6 +464,11 @@ def train(
 
     micro = train_config.batch_size
     per_step = micro * accelerator.num_processes * train_config.gradient_accumulation_steps
+    pool = (
+        sampling_pool(train_data.split["tags"], parse_tag_weights(train_config.tag_weights))
+        if train_config.tag_weights
+        else None
+    )
     batches = micro_batch_indices(
         len(train_data),
         state["step"] * per_step,
@@ -434,6 +476,7 @@ def train(
         train_config.seed,
         accelerator.process_index,
         accelerator.num_processes,
+        pool,
     )
     end = train_config.steps if stop_after is None else min(train_config.steps, state["step"] + stop_after)
     progress = tqdm(

@@ -15,7 +15,9 @@ from llmseg.train import (
     _apply_batch_settings,
     learning_rate_factor,
     micro_batch_indices,
+    parse_tag_weights,
     sample_order,
+    sampling_pool,
     train_config_for,
 )
 
@@ -157,3 +159,22 @@ def test_without_deepspeed_only_the_accumulation_is_set() -> None:
     )
     _apply_batch_settings(accelerator, train_config_for("tiny", {"gradient_accumulation_steps": 4}))
     assert accelerator.gradient_accumulation_steps == 4
+
+
+def test_tag_weights_repeat_samples_within_each_epoch() -> None:
+    tags = [["attribute"], ["relation"], ["relation", "multi-target"], ["comparative"], []]
+    weights = parse_tag_weights("relation=3, multi-target=2")
+    assert weights == {"relation": 3, "multi-target": 2}
+    pool = sampling_pool(tags, weights)
+    assert sorted(pool.tolist()) == [0, 1, 1, 1, 2, 2, 2, 3, 4]  # the largest weight of a sample's tags
+    stream = [i for chunk in take(micro_batch_indices(5, 0, 3, 2, pool=pool), 6) for i in chunk]
+    for epoch in range(2):  # each epoch is a permutation of the pool
+        assert sorted(stream[epoch * 9 : (epoch + 1) * 9]) == sorted(pool.tolist())
+    resumed = take(micro_batch_indices(5, 6, 3, 2, pool=pool), 4)
+    assert [i for chunk in resumed for i in chunk] == stream[6:18]
+
+
+@pytest.mark.parametrize("text", ["relation", "relation=0", "relation=1.5", "relation=2,relation=3", "=2"])
+def test_bad_tag_weights_are_a_clear_error(text: str) -> None:
+    with pytest.raises(ValueError, match="TAG=N"):
+        train_config_for("tiny", {"tag_weights": text})
