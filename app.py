@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from llmseg_app.about import render_about
+from llmseg_app.compare_view import CompareView
 from llmseg_app.demo import DemoTab
 from llmseg_app.examples import load_examples
 from llmseg_app.leaderboard_tab import LeaderboardTab
@@ -70,9 +71,10 @@ def build_app(
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     examples = load_examples(settings.examples_data, settings.examples_split, settings.cache_dir, settings.num_examples)
     demo_tab = DemoTab(service, examples, settings.proposals_shown, concurrency_limit=settings.segment_concurrency)
-    leaderboard_tab = submit_tab = None
+    leaderboard_tab = submit_tab = compare_view = None
     if board is not None:
         leaderboard_tab = LeaderboardTab(board, cache_dir=settings.cache_dir, split_label=split)
+        compare_view = CompareView(board, cache_dir=settings.cache_dir, require_login=settings.require_login)
         submit_tab = SubmitTab(
             board,
             require_login=settings.require_login,
@@ -89,7 +91,9 @@ def build_app(
                 if leaderboard_tab is None:
                     gr.Markdown(f"**The leaderboard could not be opened:** {board_error}")
                 else:
-                    leaderboard_tab.render(blocks)
+                    table = leaderboard_tab.render(blocks)
+                    if compare_view is not None:
+                        compare_view.render(blocks, benchmark=None, table=table)
             with gr.Tab("Submit", id="submit"):
                 if submit_tab is None or leaderboard_tab is None:
                     gr.Markdown(f"**Submissions are closed: the leaderboard could not be opened:** {board_error}")

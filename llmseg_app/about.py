@@ -76,6 +76,25 @@ which ships with its masks, and score it; then predict the test split and submit
 """
 
 
+PER_SAMPLE = """
+## Comparing submissions, and who sees per-sample scores
+The Leaderboard tab compares any two rows of a benchmark (also `python -m leaderboard compare A B`).
+Both are scored on the same questions, so the test is paired: the 95% interval of the gIoU and cIoU
+difference comes from a bootstrap that resamples the same questions for both, and the two-sided
+p-value from a sign-flip permutation test (swap the two submissions' results on random questions and
+see how often the difference is as large). Only these aggregates are shown, overall and per tag.
+
+The leaderboard keeps every submission's per-sample scores, and gives them to **their own submitter
+only** (on this Space your Hugging Face login decides; locally `python -m leaderboard per-sample`).
+Not to anyone else, and not at all on a benchmark whose test split is hidden (`private_per_sample`,
+the default for LLM-Seg40K's test split): **per-sample scores over many submissions would leak the
+ground truth.** With the IoU of each question for a few chosen prediction files (a mask, the same mask
+minus one region, ...), anyone could work out each hidden answer mask, question by question, and then
+submit it. Aggregates over hundreds of questions give that away far more slowly, and the daily limit
+on submissions keeps it slow.
+"""
+
+
 def write_example_predictions(data: str, split: str, path: Path) -> Path:
     """Write a valid predictions file for ``split`` of the public ``data``: a centred box per question.
 
@@ -122,5 +141,6 @@ def render_about(public_data: str, split: str, cache_dir: Path) -> None:
             f"Download an example file ({split} split, centred boxes)", value=str(example), elem_id="example-download"
         )
     gr.Markdown(OFFLINE)
+    gr.Markdown(PER_SAMPLE, elem_id="about-per-sample")
     gr.Markdown("## Citation")
     gr.Code(CITATION, language=None, label="BibTeX", interactive=False)
