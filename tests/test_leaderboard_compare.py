@@ -16,7 +16,7 @@ import pytest
 from test_leaderboard_support import make_masks, predictions_file, shifted, write_split
 
 from eval import References, evaluate, read_predictions
-from eval.metrics import ciou, giou
+from eval.metrics import bootstrap_ci95, ciou, giou
 from leaderboard import Leaderboard, LeaderboardSettings, Refused
 from leaderboard.__main__ import main
 from leaderboard.significance import SampleCounts, compare
@@ -161,6 +161,19 @@ def test_only_aggregates_come_out(two):
 
     assert lists(result) and all(len(value) == 2 for value in lists(result))  # intervals only, no per-sample arrays
     assert {"giou_diff", "giou_ci95", "giou_p", "ciou_diff", "ciou_ci95", "ciou_p", "by_tag"} <= set(result)
+
+
+def test_the_paired_resamples_are_those_behind_each_rows_own_interval():
+    """Against a B that scores 1 on every sample (both masks empty), each resample's difference is
+    A's score minus 1, so the interval is A's own bootstrap interval (the table's) minus 1."""
+    rng = np.random.default_rng(0)
+    union = rng.integers(1, 500, size=57)
+    a = SampleCounts(rng.integers(0, union + 1), union)
+    perfect = SampleCounts(np.zeros(57, np.int64), np.zeros(57, np.int64))
+    result = compare(a, perfect, [[]] * 57, n_resamples=400, seed=11)
+    own = bootstrap_ci95(a.intersection, a.union, n_resamples=400, seed=11)
+    for metric in ("giou", "ciou"):
+        assert result[f"{metric}_ci95"] == pytest.approx([bound - 1 for bound in own[metric]], abs=1e-12)
 
 
 def test_bad_resample_counts_and_mismatched_lengths_are_refused():
