@@ -67,13 +67,13 @@ def build_app(
     board_error = None
     if board is None:
         board, board_error = open_leaderboard(settings)
-    split = board.settings.split if board is not None else "test"
+    split = board.benchmark().split if board is not None else "test"  # the public examples' split
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     examples = load_examples(settings.examples_data, settings.examples_split, settings.cache_dir, settings.num_examples)
     demo_tab = DemoTab(service, examples, settings.proposals_shown, concurrency_limit=settings.segment_concurrency)
     leaderboard_tab = submit_tab = compare_view = None
     if board is not None:
-        leaderboard_tab = LeaderboardTab(board, cache_dir=settings.cache_dir, split_label=split)
+        leaderboard_tab = LeaderboardTab(board, cache_dir=settings.cache_dir)
         compare_view = CompareView(board, cache_dir=settings.cache_dir, require_login=settings.require_login)
         submit_tab = SubmitTab(
             board,
@@ -93,15 +93,15 @@ def build_app(
                 else:
                     table = leaderboard_tab.render(blocks)
                     if compare_view is not None:
-                        compare_view.render(blocks, benchmark=None, table=table)
+                        compare_view.render(blocks, benchmark=leaderboard_tab.selector, table=table)
             with gr.Tab("Submit", id="submit"):
                 if submit_tab is None or leaderboard_tab is None:
                     gr.Markdown(f"**Submissions are closed: the leaderboard could not be opened:** {board_error}")
                 else:
-                    submit_tab.render().then(
-                        leaderboard_tab.refresh,
-                        inputs=leaderboard_tab.inputs,
-                        outputs=leaderboard_tab.outputs,
+                    submit_tab.render().then(  # show the table of the benchmark just submitted to
+                        leaderboard_tab.show,
+                        inputs=[submit_tab.selector, *leaderboard_tab.inputs[1:]],
+                        outputs=[leaderboard_tab.selector, *leaderboard_tab.outputs],
                         api_visibility="private",
                     )
             with gr.Tab("About", id="about"):
@@ -112,7 +112,7 @@ def build_app(
 
 
 def launch_options(settings: AppSettings) -> dict[str, Any]:
-    """``launch()`` arguments: the held-out data and the database are never servable as files."""
+    """``launch()`` arguments: no benchmark's held-out data or baselines, nor the database, are servable as files."""
     from leaderboard import LeaderboardSettings
 
     blocked = []
@@ -123,8 +123,14 @@ def launch_options(settings: AppSettings) -> dict[str, Any]:
         board_settings = None
     if board_settings is not None:
         blocked.append(str(board_settings.db_path.resolve().parent))
-        if Path(board_settings.data).exists():
-            blocked.append(str(Path(board_settings.data).resolve()))
+        try:
+            benchmarks = board_settings.benchmarks()
+        except ValueError:  # a bad benchmarks file: no leaderboard then, as above
+            benchmarks = ()
+        for benchmark in benchmarks:
+            for folder in (Path(benchmark.data), benchmark.resolved_baselines_dir()):
+                if folder is not None and folder.exists():
+                    blocked.append(str(folder.resolve()))
         upload_mb = max(MIN_UPLOAD_MB, board_settings.max_upload_mb)
     return {
         "server_name": settings.server_name,

@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     board = parser.add_argument_group("leaderboard (defaults come from the leaderboard's own environment variables)")
     board.add_argument("--data", help="held-out ground-truth dataset: folder or Hub id")
     board.add_argument("--split", help="split of --data that submissions are scored on")
+    board.add_argument(
+        "--benchmarks",
+        dest="benchmarks_file",
+        help="JSON or YAML file listing several benchmarks, replacing --data/--split [LLMSEG_LEADERBOARD_BENCHMARKS]",
+    )
     board.add_argument("--db", dest="db_path", help="SQLite database file")
     board.add_argument("--max-upload-mb", type=float, help="largest accepted predictions file, in MB")
     board.add_argument("--rate-limit", dest="rate_limit_per_day", type=int, help="scored submissions per user per 24 h")
@@ -130,12 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-LEADERBOARD_FLAGS = ("data", "split", "db_path", "max_upload_mb", "rate_limit_per_day")
+LEADERBOARD_FLAGS = ("data", "split", "benchmarks_file", "db_path", "max_upload_mb", "rate_limit_per_day")
 
 
 def settings_from_args(argv: list[str] | None = None) -> AppSettings:
     """Parse command-line flags into settings; flags win over environment variables."""
     args = vars(build_parser().parse_args(argv))
+    if args.get("benchmarks_file") and (args.get("data") or args.get("split")):
+        raise ValueError("give --benchmarks or --data/--split, not both: the file gives each benchmark's data")
     board = {key: args.pop(key) for key in LEADERBOARD_FLAGS if args.get(key) is not None}
     for key in LEADERBOARD_FLAGS:
         args.pop(key, None)

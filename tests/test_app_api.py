@@ -16,11 +16,13 @@ from PIL import Image
 from test_app_support import (
     HELDOUT_DATA,
     PRESET,
+    SECOND_BENCHMARK,
     centred_box_predictions,
     example_image,
     http_status,
     launch,
     public_rows,
+    second_benchmark_baselines,
     shared_server,
 )
 
@@ -161,10 +163,74 @@ def test_leaderboard_lists_the_baselines_without_a_rank(client: Client) -> None:
     assert all(r["rank"] is None for r in rows if r["baseline"])
 
 
+def test_benchmarks_are_listed_default_first_without_their_data_location(client: Client) -> None:
+    listed = client.predict(api_name="/benchmarks")
+    assert [b["name"] for b in listed] == ["shapes", SECOND_BENCHMARK]
+    assert listed[0] == {
+        "name": "shapes",
+        "split": "test",
+        "description": "The shapes held-out split.",
+        "private_per_sample": False,
+    }
+
+
+def test_submit_to_a_named_benchmark_with_a_declared_protocol(client: Client, tmp_path: Path) -> None:
+    model = f"second-{uuid.uuid4().hex[:6]}"
+    _, result = client.predict(
+        handle_file(str(centred_box_predictions(tmp_path / "boxes.jsonl", margin=0.3))),
+        model,
+        "api-tester",
+        "",
+        "",
+        SECOND_BENCHMARK,
+        "zero-shot",
+        "LLM-Seg40K train",
+        "test",
+        "7B",
+        "https://github.com/example/code",
+        "https://arxiv.org/abs/2404.08767",
+        api_name="/submit",
+    )
+    assert result["status"] == "scored" and result["benchmark"] == SECOND_BENCHMARK
+    assert (result["protocol"], result["checkpoint_selection"], result["params"]) == ("zero-shot", "test", 7e9)
+    (row,) = [r for r in client.predict(True, SECOND_BENCHMARK, api_name="/leaderboard") if r["model"] == model]
+    assert (row["protocol"], row["checkpoint_selection"], row["trained_on"]) == (
+        "zero-shot",
+        "test",
+        "LLM-Seg40K train",
+    )
+    assert (row["code"], row["paper"]) == ("https://github.com/example/code", "https://arxiv.org/abs/2404.08767")
+    assert all(r["model"] != model for r in client.predict(True, api_name="/leaderboard"))  # not on the default
+
+
+def test_each_benchmark_lists_its_own_baselines(client: Client) -> None:
+    second = client.predict(False, SECOND_BENCHMARK, api_name="/leaderboard")
+    assert {r["model"] for r in second if r["baseline"]} == {"empty"}
+
+
+def test_a_bad_declaration_or_benchmark_is_returned_as_the_rejection(client: Client, tmp_path: Path) -> None:
+    path = centred_box_predictions(tmp_path / "boxes.jsonl", margin=0.35)
+    common = [handle_file(str(path)), "refused", "api-tester", "", ""]
+    with pytest.raises(
+        AppError, match="'few-shot' .* is not in the list of choices: \\['zero-shot', 'fine-tuned', 'other'\\]"
+    ):
+        client.predict(*common, "shapes", "few-shot", api_name="/submit")  # the radio's own check
+    _, wrong_params = client.predict(*common, "shapes", "zero-shot", "", "last", "lots", api_name="/submit")
+    assert (
+        wrong_params["status"] == "rejected"
+        and "the parameter count 'lots' is not a positive number" in (wrong_params["error"])
+    )
+    _, wrong_benchmark = client.predict(*common, "nowhere", api_name="/submit")
+    assert wrong_benchmark["status"] == "rejected" and "there is no benchmark 'nowhere'" in wrong_benchmark["error"]
+    with pytest.raises(AppError, match="there is no benchmark 'nowhere'"):
+        client.predict(False, "nowhere", api_name="/leaderboard")
+
+
 def test_ground_truth_and_database_are_not_served_as_files() -> None:
     server = shared_server()
     # the ground-truth shards, the baselines derived from them (the oracle's masks), the database
     secrets = [p for p in HELDOUT_DATA.rglob("*") if p.is_file()] + list((server.folder / "db").rglob("*.sqlite"))
+    secrets += list(second_benchmark_baselines().glob("*.jsonl"))  # a benchmark's baselines outside its data
     assert {p.suffix for p in secrets} >= {".parquet", ".jsonl", ".sqlite"}
     for path in secrets:
         url = f"{server.url}/gradio_api/file={urllib.parse.quote(str(path))}"

@@ -13,11 +13,12 @@ import pytest
 
 from eval import rle
 from leaderboard import SubmissionRejected
+from leaderboard.benchmarks import Benchmark
 from llmseg.model.proposals import Proposals
 from llmseg.pipeline import SegmentationResult
 from llmseg_app.demo import PROPOSAL_COLUMNS, DemoTab, format_result, model_banner, text_answer
 from llmseg_app.examples import pick_diverse
-from llmseg_app.leaderboard_tab import LeaderboardTab, display_table, searchable
+from llmseg_app.leaderboard_tab import LeaderboardTab, datatypes, display_table, searchable
 from llmseg_app.model_service import ModelService, ModelStatus, ModelUnavailable, on_gpu_when_available
 from llmseg_app.overlays import proposal_overlay
 from llmseg_app.plots import score_plot
@@ -303,13 +304,16 @@ def test_score_plot_labels_of_crowded_points_do_not_overlap() -> None:
 
 
 class BrokenBoard:
-    def table(self, show_all: bool = False) -> pd.DataFrame:
+    def benchmark(self, name: str | None = None) -> Benchmark:
+        return Benchmark("shapes", "data/shapes-mini-heldout")
+
+    def table(self, show_all: bool = False, **filters) -> pd.DataFrame:
         raise OSError("database is locked")
 
 
 def test_a_failing_refresh_shows_its_error_instead_of_raising(tmp_path: Path) -> None:
-    tab = LeaderboardTab(BrokenBoard(), cache_dir=tmp_path, split_label="test")  # type: ignore[arg-type]
-    *_, status = tab.refresh(False, [])
+    tab = LeaderboardTab(BrokenBoard(), cache_dir=tmp_path)  # type: ignore[arg-type]
+    *_, status = tab.refresh("shapes", False, [])
     assert status == "**Could not build the leaderboard:** OSError: database is locked"
 
 
@@ -320,7 +324,7 @@ class RecordingBoard:
     def __init__(self) -> None:
         self.users: list[str] = []
 
-    def submit(self, file: str, *, model_name: str, user: str, link: str | None, note: str | None):
+    def submit(self, file: str, *, model_name: str, user: str, link: str | None, note: str | None, **declared):
         self.users.append(user)
         raise SubmissionRejected("line 1 is not JSON")
 
@@ -337,10 +341,42 @@ def test_submitter_is_the_login_on_spaces_and_the_typed_name_locally(tmp_path: P
     assert "line 1 is not JSON" in message
 
     on_space = SubmitTab(board, require_login=True, max_upload_mb=5)  # type: ignore[arg-type]
-    on_space.submit(str(file), "m", "typed", "", "", profile)
-    _, refused = on_space.submit(str(file), "m", "typed", "", "", None)
+    on_space.submit(str(file), "m", "typed", "", "", profile=profile)
+    _, refused = on_space.submit(str(file), "m", "typed", "", "", profile=None)
     assert "sign in with Hugging Face" in refused["error"]
     assert board.users == ["typed", "hf-user"]
 
     _, no_file = local.submit(None, "m", "typed", "", "", None)
     assert "choose a predictions" in no_file["error"]
+
+
+def test_display_table_puts_the_declared_protocol_beside_the_scores() -> None:
+    frame = leaderboard_frame().assign(
+        protocol=["zero-shot", None, "other"],
+        checkpoint_selection=["⚠ test", None, "unknown"],
+        trained_on=["x", None, None],
+        params=["7B", None, None],
+        code=["[code](https://x.org)", None, None],
+        paper=[None, None, None],
+    )
+    shown = display_table(frame, ["95% CIs"])
+    columns = list(shown.columns)
+    assert columns[columns.index("cIoU 95% CI") + 1 : columns.index("cIoU 95% CI") + 3] == ["protocol", "checkpoint"]
+    assert "trained on" not in columns and "code" not in columns  # their group is not chosen
+    assert shown["checkpoint"].tolist()[0] == "⚠ test"
+    with_training = display_table(frame, ["training (data, params, code, paper)"])
+    assert {"trained on", "params", "code", "paper"} <= set(with_training.columns)
+    types = dict(zip(with_training.columns, datatypes(with_training), strict=True))
+    assert (types["model"], types["code"], types["paper"], types["protocol"]) == (
+        "markdown",
+        "markdown",
+        "markdown",
+        "str",
+    )
+
+
+def test_the_benchmarks_flag_reaches_the_leaderboard_and_excludes_data() -> None:
+    settings = settings_from_args(["--benchmarks", "leaderboard/benchmarks.example.json"])
+    assert settings.leaderboard_overrides == {"benchmarks_file": "leaderboard/benchmarks.example.json"}
+    with pytest.raises(ValueError, match="give --benchmarks or --data/--split, not both"):
+        settings_from_args(["--benchmarks", "b.json", "--data", "data/x"])

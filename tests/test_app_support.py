@@ -66,15 +66,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(*flags: str, preset: str = PRESET, address_from_env: bool = False) -> AppServer:
+def launch(
+    *flags: str, preset: str = PRESET, address_from_env: bool = False, benchmarks: list[dict] | None = None
+) -> AppServer:
     """Start ``app.py`` with a fresh database and cache; return once it answers HTTP (or fail with its log).
 
     address_from_env: give the address as ``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT`` (as Spaces
     do) instead of ``--host``/``--port``.
+    benchmarks: entries of a benchmarks file to serve instead of ``--data`` (the held-out split).
     """
     folder = Path(tempfile.mkdtemp(prefix="llmseg-app-test-"))
     port = free_port()
     log = folder / "app.log"
+    data_flags = ["--data", str(HELDOUT_DATA)]
+    if benchmarks is not None:
+        (folder / "benchmarks.json").write_text(json.dumps({"benchmarks": benchmarks}))
+        data_flags = ["--benchmarks", str(folder / "benchmarks.json")]
     address = {"GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)} if address_from_env else {}
     command = [
         sys.executable,
@@ -84,8 +91,7 @@ def launch(*flags: str, preset: str = PRESET, address_from_env: bool = False) ->
         preset,
         "--db",
         str(folder / "db" / "leaderboard.sqlite"),
-        "--data",
-        str(HELDOUT_DATA),
+        *data_flags,
         "--examples",
         str(PUBLIC_DATA),
         *flags,
@@ -113,10 +119,36 @@ def launch(*flags: str, preset: str = PRESET, address_from_env: bool = False) ->
     raise RuntimeError(f"app.py did not answer within {READY_TIMEOUT_S} s:\n{server.log_tail()}")
 
 
+SECOND_BENCHMARK = "shapes-copy"
+
+
+@cache
+def second_benchmark_baselines() -> Path:
+    """The second benchmark's own baselines folder: only the empty baseline."""
+    folder = Path(tempfile.mkdtemp(prefix="llmseg-app-test-baselines-"))
+    shutil.copyfile(HELDOUT_DATA / "baselines" / "empty.jsonl", folder / "empty.jsonl")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 @cache
 def shared_server() -> AppServer:
-    """The session's app with the default preset, stopped when the test process exits."""
-    server = launch()
+    """The session's app with the default preset and two benchmarks, stopped when the test process exits.
+
+    The first is the held-out shapes split; the second scores the same split under another name with
+    its own baselines folder, so tests can tell the two tables apart.
+    """
+    server = launch(
+        benchmarks=[
+            {"name": "shapes", "data": str(HELDOUT_DATA), "description": "The shapes held-out split."},
+            {
+                "name": SECOND_BENCHMARK,
+                "data": str(HELDOUT_DATA),
+                "baselines": str(second_benchmark_baselines()),
+                "description": "The same split again, as a second benchmark.",
+            },
+        ]
+    )
     atexit.register(server.stop)
     return server
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from test_app_support import PRESET, ROOT, centred_box_predictions, shared_server
+from test_app_support import PRESET, ROOT, SECOND_BENCHMARK, centred_box_predictions, shared_server
 
 pytestmark = pytest.mark.browser
 
@@ -102,8 +102,13 @@ def test_submit_a_file_and_find_it_in_the_table(browser: Browser, tmp_path: Path
     )
     page.locator("#submit-model textarea, #submit-model input").first.fill(model)
     page.locator("#submit-user textarea, #submit-user input").first.fill("browser-tester")
+    page.locator("#submit-protocol").get_by_label("fine-tuned").check()
+    page.locator("#submit-trained-on textarea, #submit-trained-on input").first.fill("shapes-mini train")
+    page.locator("#submit-checkpoint").get_by_label("validation").check()
+    page.locator("#submit-params textarea, #submit-params input").first.fill("40M")
     page.locator("#submit-button").click()
     expect(page.locator("#submit-message")).to_contain_text("ranked")
+    expect(page.locator("#submit-message")).to_contain_text("on shapes")
     screenshot(page, "submit-desktop")
 
     open_tab(page, "Leaderboard")
@@ -115,9 +120,54 @@ def test_submit_a_file_and_find_it_in_the_table(browser: Browser, tmp_path: Path
     page.locator("#leaderboard-table input").first.fill("")
     expect(page.locator("#leaderboard-plot")).to_be_visible()
     screenshot(page, "leaderboard-desktop")
+    row = table.get_by_role("row").filter(has_text=model)
+    expect(row).to_contain_text("fine-tuned")
+    expect(row).to_contain_text("40M")
     open_tab(page, "About")
     expect(page.locator("#example-download")).to_be_visible()
     screenshot(page, "about-desktop")
+
+
+def pick(page: Page, dropdown: str, option: str) -> None:
+    page.locator(f"{dropdown} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_submit_to_another_benchmark_see_its_table_flagged_and_filtered(browser: Browser, tmp_path: Path) -> None:
+    model = f"browser-second-{uuid.uuid4().hex[:6]}"
+    page = open_app(browser, DESKTOP)
+    open_tab(page, "Submit")
+    pick(page, "#submit-benchmark", SECOND_BENCHMARK)
+    page.locator("#submit-file input[type=file]").set_input_files(
+        str(centred_box_predictions(tmp_path / "boxes.jsonl", margin=0.15))
+    )
+    page.locator("#submit-model textarea, #submit-model input").first.fill(model)
+    page.locator("#submit-user textarea, #submit-user input").first.fill("browser-tester")
+    page.locator("#submit-protocol").get_by_label("zero-shot").check()
+    page.locator("#submit-checkpoint").get_by_label("test").check()
+    page.locator("#submit-button").click()
+    expect(page.locator("#submit-message")).to_contain_text(f"on {SECOND_BENCHMARK}")
+
+    open_tab(page, "Leaderboard")  # the submission switched the table to its benchmark
+    expect(page.locator("#leaderboard-benchmark input")).to_have_value(SECOND_BENCHMARK)
+    expect(page.locator("#leaderboard-intro")).to_contain_text("as a second benchmark")
+    table = page.locator("#leaderboard-table")
+    row = table.get_by_role("row").filter(has_text=model)
+    expect(row).to_contain_text("⚠ test")
+    expect(row).to_contain_text("zero-shot")
+    expect(table).not_to_contain_text("oracle")  # this benchmark's baselines folder has only the empty one
+    screenshot(page, "leaderboard-benchmark-desktop")
+
+    page.locator("#leaderboard-protocol").get_by_label("zero-shot").uncheck()
+    expect(table).not_to_contain_text(model)
+    expect(table).to_contain_text("empty")  # baselines stay as reference points
+    page.locator("#leaderboard-protocol").get_by_label("zero-shot").check()
+    expect(table).to_contain_text(model)
+
+    pick(page, "#leaderboard-benchmark", "shapes")
+    expect(page.locator("#leaderboard-intro")).to_contain_text("The shapes held-out split.")
+    expect(table).not_to_contain_text(model)
+    expect(table).to_contain_text("oracle")
 
 
 def test_every_tab_fits_a_phone_screen(browser: Browser) -> None:
