@@ -94,6 +94,7 @@ def build_app(
                     table = leaderboard_tab.render(blocks)
                     if compare_view is not None:
                         compare_view.render(blocks, benchmark=leaderboard_tab.selector, table=table)
+                    leaderboard_tab.render_reported()
             with gr.Tab("Submit", id="submit"):
                 if submit_tab is None or leaderboard_tab is None:
                     gr.Markdown(f"**Submissions are closed: the leaderboard could not be opened:** {board_error}")

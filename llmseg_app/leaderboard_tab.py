@@ -269,12 +269,12 @@ class LeaderboardTab:
             trigger(self.refresh, inputs=self.inputs, outputs=self.outputs, api_visibility="private")
         for trigger in (refresh.click, blocks.load):
             trigger(self.refresh, inputs=self.inputs, outputs=self.outputs, api_visibility="private")
-        self._render_reported()
         gr.api(self.leaderboard, api_name="leaderboard")
         gr.api(self.benchmarks, api_name="benchmarks")
         return table
 
-    def _render_reported(self) -> None:
+    def render_reported(self) -> None:
+        """The published-results section; the app places it last, after the compare view."""
         gr.Markdown(
             "### Reported ReasonSeg results\n"
             "Published numbers (gIoU / cIoU, %) from the papers, **reported, not verified here**, on "
