@@ -184,6 +184,21 @@ def test_two_benchmarks_keep_their_own_submissions_baselines_tables_and_csv(tmp_
     assert pd.read_csv(tmp_path / "beta.csv")["model"].tolist() == beta["model"].tolist()
     assert pd.read_csv(tmp_path / "alpha.csv")["model"].tolist() == alpha["model"].tolist()
 
+    board.submit(
+        predictions_file(tmp_path / "b2.jsonl", shifted(beta_truth, 3)),
+        model_name="zero",
+        user="v",
+        benchmark="beta",
+        protocol="zero-shot",
+    )
+    zero_on_beta = board.table(markdown=False, benchmark="beta", protocols=["zero-shot"])
+    assert zero_on_beta[~zero_on_beta["baseline"]]["model"].tolist() == ["zero"]
+    zero_on_alpha = board.table(markdown=False, protocols=["zero-shot"])
+    assert zero_on_alpha["baseline"].all()  # the filter applies to the benchmark shown, nothing leaks across
+    board.to_csv(tmp_path / "beta-zero.csv", benchmark="beta", protocols=["zero-shot"])
+    assert pd.read_csv(tmp_path / "beta-zero.csv")["model"].tolist() == zero_on_beta["model"].tolist()
+    beta = board.table(markdown=False, benchmark="beta")
+
     reopened = Leaderboard(_settings(tmp_path, two_benchmarks))  # cached baselines and rows survive a restart
     pd.testing.assert_frame_equal(reopened.table(markdown=False, benchmark="beta"), beta)
 
