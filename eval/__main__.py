@@ -1,19 +1,19 @@
 """``python -m eval PREDICTIONS --data DIR_OR_HUB_ID --split NAME``: score a predictions file.
 
 Prints a table (or, with ``--json``, exactly one JSON object) on stdout. An invalid file or split
-exits with status 2 and one line ``error: <reason>`` on stderr.
+exits with status 2 and one line ``error: <reason>`` on stderr. The split's ground truth is read
+through a cache (``--cache-dir``, default ``$LLMSEG_EVAL_CACHE`` or ``~/.cache/llmseg/ground-truth``),
+so only the first run on a split decodes its PNG masks.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-import datasets
-
-from eval.evaluate import References, evaluate
-from eval.predictions import read_predictions
+from eval.cache import CACHE_DIR_VARIABLE, default_cache_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,17 +26,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--nciou", action="store_true", help="also compute ncIoU (masks resized to 1024x1024)")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="resamples for the 95%% intervals")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    parser.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help=f"ground-truth cache folder (default: ${CACHE_DIR_VARIABLE} or ~/.cache/llmseg/ground-truth)",
+    )
+    parser.add_argument(
+        "--no-cache", action="store_true", help="decode the ground truth without reading or writing a cache"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Progress bars and warnings would break the promise of one error line on stderr.
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+    # Progress bars and warnings would break the promise of one error line on stderr (read when
+    # datasets is imported, which only a Hub id or a folder without a card's file list needs).
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("DATASETS_VERBOSITY", "error")
+    from eval.evaluate import References, evaluate
+    from eval.predictions import read_predictions
+
+    cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
     try:
         predictions = read_predictions(args.predictions)  # a bad file fails before the data loads
-        references = References.from_data(args.data, args.split)
+        references = References.from_data(args.data, args.split, cache_dir=cache_dir)
         report = evaluate(predictions, references, nciou=args.nciou, n_bootstrap=args.bootstrap, seed=args.seed)
         if args.per_sample_csv:
             report.write_per_sample_csv(args.per_sample_csv)

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import io
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import datasets
-import numpy as np
-from PIL import Image
-from tqdm.auto import tqdm
+from typing import TYPE_CHECKING, Any
 
 from eval import metrics
-from eval.contract import check_columns, load_split
 from eval.predictions import PredictionsError, name_ids, read_predictions, validate_masks
 from eval.report import Report
-from eval.rle import RLE, encode, to_pycoco
+from eval.rle import RLE
 
-_COLUMNS = ["id", "mask", "ignore", "tags", "height", "width"]
+if TYPE_CHECKING:
+    import datasets
+    import pyarrow as pa
 
 
 @dataclass
@@ -27,7 +23,8 @@ class References:
     """A split's ground truth decoded once into RLE, to score any number of prediction sets.
 
     ``masks`` and ``ignores`` are in pycocotools form (``ignores[i]`` is None when sample i has no
-    ignore region); ``sizes`` are (height, width) of the original images.
+    ignore region); ``sizes`` are (height, width) of the original images. ``fingerprint`` is the
+    split's (``eval.groundtruth.fingerprint``) when it was loaded from one.
     """
 
     ids: list[str]
@@ -35,6 +32,7 @@ class References:
     tags: list[list[str]]
     masks: list[dict[str, Any]]
     ignores: list[dict[str, Any] | None]
+    fingerprint: str | None = None
     positions: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -49,32 +47,62 @@ class References:
         return len(self.ids)
 
     @classmethod
-    def from_split(cls, dataset: datasets.Dataset) -> References:
-        """Decode a split's PNG masks (255 = target / ignored pixel) without touching its images."""
+    def from_split(cls, dataset: datasets.Dataset, *, cache_dir: str | os.PathLike[str] | None = None) -> References:
+        """Read a split's ground truth without touching its images, from the cache in ``cache_dir`` if given."""
+        from eval.contract import check_columns
+        from eval.groundtruth import SCORING_COLUMNS
+
         check_columns(dataset, require_ground_truth=True)
-        columns = dataset.select_columns([c for c in _COLUMNS if c in dataset.column_names])
-        for name in ("mask", "ignore"):
-            if name in columns.column_names:
-                columns = columns.cast_column(name, datasets.Image(decode=False))
-        ids, sizes, tags, masks, ignores = [], [], [], [], []
-        with tqdm(total=len(columns), desc="decoding ground truth", unit="mask", disable=None) as progress:
-            for batch in columns.iter(batch_size=256):
-                for i, sample_id in enumerate(batch["id"]):
-                    size = (int(batch["height"][i]), int(batch["width"][i]))
-                    mask = _decode_png(batch["mask"][i], sample_id, size)
-                    ignore = batch["ignore"][i] if "ignore" in batch else None
-                    ids.append(sample_id)
-                    sizes.append(size)
-                    tags.append(list(batch["tags"][i]))
-                    masks.append(to_pycoco(encode(mask)))
-                    ignores.append(None if ignore is None else to_pycoco(encode(_decode_png(ignore, sample_id, size))))
-                progress.update(len(batch["id"]))
-        return cls(ids=ids, sizes=sizes, tags=tags, masks=masks, ignores=ignores)
+        present = [name for name in SCORING_COLUMNS if name in dataset.column_names]
+        table = dataset.select_columns(present).with_format("arrow")[:]  # honours a select()ed view
+        return cls.from_table(table, cache_dir=cache_dir)
 
     @classmethod
-    def from_data(cls, data: str, split: str, token: str | None = None) -> References:
-        """Load ``split`` from a dataset folder or Hub id (``token`` for a private one) and decode it."""
-        return cls.from_split(load_split(data, split, require_ground_truth=True, token=token))
+    def from_data(
+        cls,
+        data: str | os.PathLike[str],
+        split: str,
+        token: str | None = None,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> References:
+        """Load ``split`` from a dataset folder or Hub id (``token`` for a private one), through the cache in
+        ``cache_dir`` when given (``eval.cache``): a warm cache decodes no PNG."""
+        from eval.groundtruth import read_scoring_columns
+
+        return cls.from_table(read_scoring_columns(data, split, token=token), cache_dir=cache_dir)
+
+    @classmethod
+    def from_table(cls, table: pa.Table, *, cache_dir: str | os.PathLike[str] | None = None) -> References:
+        """Build from a split's scoring columns (``eval.groundtruth.SCORING_COLUMNS``): the cache's RLE when it
+        holds this split's fingerprint, else the PNGs decoded (and the cache written)."""
+        from eval import groundtruth
+        from eval.cache import GroundTruthCache
+        from eval.rle import to_pycoco
+
+        key = groundtruth.fingerprint(table)
+        columns = groundtruth.columns_of(table)
+        ids, sizes = columns["ids"], columns["sizes"]
+        cache = GroundTruthCache(cache_dir) if cache_dir is not None else None
+        cached = cache.load(key, ids, sizes) if cache is not None else None
+        if cached is not None:
+            masks, ignores = cached
+        else:
+            mask_cells = groundtruth.png_bytes(table.column("mask"))
+            ignore_cells = (
+                groundtruth.png_bytes(table.column("ignore")) if "ignore" in table.column_names else [None] * len(ids)
+            )
+            mask_counts = groundtruth.decode_all(ids, sizes, mask_cells)
+            ignore_counts = groundtruth.decode_all(ids, sizes, ignore_cells)
+            if cache is not None:
+                as_bytes = [None if c is None else c.encode("ascii") for c in ignore_counts]
+                cache.save(key, ids, [c.encode("ascii") for c in mask_counts], as_bytes)
+            masks = [to_pycoco({"size": list(size), "counts": c}) for size, c in zip(sizes, mask_counts, strict=True)]
+            ignores = [
+                None if c is None else to_pycoco({"size": list(size), "counts": c})
+                for size, c in zip(sizes, ignore_counts, strict=True)
+            ]
+        return cls(ids=ids, sizes=sizes, tags=columns["tags"], masks=masks, ignores=ignores, fingerprint=key)
 
 
 def evaluate(
@@ -131,16 +159,3 @@ def _match(predictions: Mapping[str, RLE], references: References) -> list[dict[
             f"image {expected}, as height x width)"
         )
     return aligned
-
-
-def _decode_png(value: dict[str, Any], sample_id: str, size: tuple[int, int]) -> np.ndarray:
-    """An HxW bool mask (nonzero = set) from a stored Image cell, checked against the row's size."""
-    if value.get("bytes") is not None:
-        image = Image.open(io.BytesIO(value["bytes"]))
-    else:
-        image = Image.open(value["path"])
-    mask = np.asarray(image.convert("L")) != 0
-    if mask.shape != size:
-        height, width = mask.shape
-        raise ValueError(f"sample {sample_id!r}: a mask is {height}x{width}, its row says {size[0]}x{size[1]}")
-    return mask

@@ -20,6 +20,9 @@ from eval.rle import RLE
 
 # How many offending ids a message names before it says "and N more".
 _NAMED = 3
+# No valid size or run length has more digits (pycocotools keeps them in 32-bit ints); refusing
+# longer integers up front keeps Python's int-conversion limit (4300 digits) out of every caller.
+MAX_INT_DIGITS = 20
 
 
 class PredictionsError(ValueError):
@@ -41,13 +44,22 @@ def read_predictions(source: str | Path | bytes) -> dict[str, RLE]:
     text = _text(source)
     entries: dict[str, Any] = {}
     lines_of: dict[str, list[int]] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # CRLF: JSON takes the "\r" as whitespace
         if not line.strip():
             continue
         try:
-            entry = json.loads(line)
+            entry = json.loads(line, parse_int=_bounded_int)
         except json.JSONDecodeError as error:
             raise PredictionsError(_not_json_message(text, number, error)) from None
+        except _TooManyDigits as error:
+            raise PredictionsError(
+                f"line {number} has an integer of {error.digits} digits: sizes and run lengths have at most "
+                f"{MAX_INT_DIGITS}"
+            ) from None
+        except RecursionError:  # the json module's own guard against deep nesting
+            raise PredictionsError(
+                f'line {number} nests JSON too deeply: write one flat {{"id": ..., "mask": ...}} object per line'
+            ) from None
         if not isinstance(entry, dict):
             raise PredictionsError(f'line {number} is not a JSON object: expected {{"id": ..., "mask": ...}}')
         sample_id = entry.get("id")
@@ -95,6 +107,18 @@ def write_predictions(path: str | Path, items: Iterable[tuple[str, np.ndarray | 
     Path(path).write_text("".join(lines), encoding="utf-8")
 
 
+class _TooManyDigits(Exception):
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def _bounded_int(literal: str) -> int:
+    digits = len(literal.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise _TooManyDigits(digits)
+    return int(literal)
+
+
 def _text(source: str | Path | bytes) -> str:
     if isinstance(source, (bytes, bytearray)):
         content = bytes(source)
@@ -114,8 +138,8 @@ def _text(source: str | Path | bytes) -> str:
 def _not_json_message(text: str, number: int, error: json.JSONDecodeError) -> str:
     """Point a file that is one JSON document (not one object per line) at the right format."""
     try:
-        json.loads(text)
-    except json.JSONDecodeError:
+        json.loads(text, parse_int=_bounded_int)
+    except (json.JSONDecodeError, _TooManyDigits, RecursionError):
         return f"line {number} is not valid JSON ({error.msg}): expected one JSON object per line"
     return 'the file is a single JSON document, not JSON Lines: write one {"id": ..., "mask": ...} object per line'
 

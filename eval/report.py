@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from eval import metrics
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -29,7 +32,24 @@ class Report:
     nciou: float | None
     by_tag: dict[str, dict[str, Any]]
     ci95: dict[str, list[float] | None]
-    per_sample: pd.DataFrame
+    # (ids, intersection, union, tags) behind ``per_sample``, built on first use (pandas is slow to import).
+    counts: tuple[Sequence[str], np.ndarray, np.ndarray, Sequence[Sequence[str]]] = field(repr=False)
+
+    @cached_property
+    def per_sample(self) -> pd.DataFrame:
+        """One row per sample: id, intersection, union, iou, tags (comma-separated)."""
+        import pandas as pd
+
+        ids, intersection, union, tags = self.counts
+        return pd.DataFrame(
+            {
+                "id": list(ids),
+                "intersection": intersection,
+                "union": union,
+                "iou": metrics.sample_iou(intersection, union),
+                "tags": [",".join(sample_tags) for sample_tags in tags],
+            }
+        )
 
     @classmethod
     def from_counts(
@@ -49,15 +69,6 @@ class Report:
             rows = np.array([tag in sample_tags for sample_tags in tags])
             by_tag[tag] = _scores(intersection[rows], union[rows], n_bootstrap, seed)
         overall = _scores(intersection, union, n_bootstrap, seed)
-        per_sample = pd.DataFrame(
-            {
-                "id": list(ids),
-                "intersection": intersection,
-                "union": union,
-                "iou": metrics.sample_iou(intersection, union),
-                "tags": [",".join(sample_tags) for sample_tags in tags],
-            }
-        )
         return cls(
             giou=overall["giou"],
             ciou=overall["ciou"],
@@ -65,7 +76,7 @@ class Report:
             nciou=nciou,
             by_tag=by_tag,
             ci95=overall["ci95"],
-            per_sample=per_sample,
+            counts=(ids, intersection, union, tags),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -78,7 +78,8 @@ class Leaderboard:
     baselines, plot data and CSV per benchmark, and published numbers.
 
     Opening it creates (or migrates) the database if needed (or restores it from the Hub backup),
-    decodes each benchmark's ground truth once, scores rows left pending by a crash (and rows
+    reads each benchmark's ground truth (decoded on the first start, then from the RLE cache in
+    ``settings.ground_truth_dir``: a restart decodes no PNG), scores rows left pending by a crash (and rows
     scored against a ground truth that has since changed), and scores the baseline files whose
     cache is stale. ``benchmark`` arguments name a benchmark; None means the first (default) one.
     ``clock`` (seconds since the epoch) and ``hub_api`` (a ``huggingface_hub.HfApi``) are
@@ -100,7 +101,9 @@ class Leaderboard:
         self.benchmarks: tuple[Benchmark, ...] = self.settings.benchmarks()
         self._store = Store(self.settings.db_path, self.settings.blobs_dir, legacy_benchmark=self.benchmarks[0].name)
         self._scorers = {
-            benchmark.name: Scorer(benchmark.data, benchmark.split, token=self.settings.hf_token)
+            benchmark.name: Scorer(
+                benchmark.data, benchmark.split, token=self.settings.hf_token, cache_dir=self.settings.ground_truth_dir
+            )
             for benchmark in self.benchmarks
         }
         self._rate_limit = RateLimit(self.settings.rate_limit_per_day)

@@ -1,6 +1,8 @@
 """Scoring against the held-out split through the evaluation core, and nothing else.
 
-The ground truth is decoded once per process into a private ``References`` object; what leaves
+The ground truth is read once per process into a private ``References`` object, through the
+ground-truth cache beside the store (``eval.cache``: one file per split fingerprint, so a restart
+decodes no PNG and several benchmarks share the folder); what leaves
 this module is the evaluation summary (aggregate scores and intervals) and the per-sample
 intersection and union areas, which the leaderboard keeps in its store for paired comparisons
 and hands out only as aggregates (or, as IoU, to the submission's own submitter). Never a mask.
@@ -8,20 +10,16 @@ and hands out only as aggregates (or, as IoU, to the submission's own submitter)
 
 from __future__ import annotations
 
-import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import datasets
-
-from eval import PredictionsError, References, evaluate, load_split
+from eval import PredictionsError, References, evaluate
 from eval.rle import RLE
 
 from .significance import SampleCounts
 from .submission import SubmissionRejected
-
-_FINGERPRINT_COLUMNS = ("id", "mask", "ignore", "tags", "height", "width")
 
 
 @dataclass(frozen=True)
@@ -35,10 +33,12 @@ class Scored:
 class Scorer:
     """Scores predictions against one held-out split; holds its ground truth privately."""
 
-    def __init__(self, data: str, split: str, *, token: str | None = None) -> None:
-        dataset = load_split(data, split, token=token)
-        self.references_key = fingerprint(dataset)
-        self._references = References.from_split(dataset)
+    def __init__(
+        self, data: str, split: str, *, token: str | None = None, cache_dir: str | os.PathLike[str] | None = None
+    ) -> None:
+        self._references = References.from_data(data, split, token=token, cache_dir=cache_dir)
+        assert self._references.fingerprint is not None  # from_data always fingerprints
+        self.references_key: str = self._references.fingerprint
 
     @property
     def ids(self) -> list[str]:
@@ -58,22 +58,3 @@ class Scorer:
             raise SubmissionRejected(str(error)) from None
         per_sample = report.per_sample
         return Scored(report.to_dict(), SampleCounts(per_sample["intersection"], per_sample["union"]))
-
-
-def fingerprint(dataset: datasets.Dataset) -> str:
-    """A sha256 over every value that affects a score (ids, masks, ignore regions, tags, sizes).
-
-    Cached scores carry it, so they are recomputed when the ground truth changes.
-    """
-    digest = hashlib.sha256()
-    columns = [name for name in _FINGERPRINT_COLUMNS if name in dataset.column_names]
-    for batch in dataset.select_columns(columns).with_format("arrow").iter(batch_size=1000):
-        for row in batch.to_pylist():
-            for name in columns:
-                value = row[name]
-                if isinstance(value, dict):  # an Image struct: its encoded bytes
-                    value = value.get("bytes")
-                encoded = value if isinstance(value, bytes) else repr(value).encode()
-                digest.update(len(encoded).to_bytes(8, "little"))
-                digest.update(encoded)
-    return digest.hexdigest()

@@ -81,6 +81,11 @@ class LeaderboardSettings:
         return int(self.max_upload_mb * 1024 * 1024)
 
     @property
+    def ground_truth_dir(self) -> Path:
+        """Where the ground-truth cache lives: one RLE file per split fingerprint, beside the database."""
+        return self.db_path.parent / "ground-truth"
+
+    @property
     def blobs_dir(self) -> Path:
         """Raw submitted files, content-addressed by sha256, kept beside the database."""
         return self.db_path.parent / "submissions"

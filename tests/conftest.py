@@ -21,6 +21,12 @@ def _throwaway_datasets_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     datasets.config.HF_DATASETS_CACHE = str(tmp_path_factory.mktemp("datasets-cache"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _throwaway_ground_truth_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``python -m eval`` caches each split's ground truth; keep that out of the user's cache (subprocesses too)."""
+    os.environ["LLMSEG_EVAL_CACHE"] = str(tmp_path_factory.mktemp("ground-truth-cache"))
+
+
 SplitRow = tuple[str, np.ndarray, np.ndarray | None, Sequence[str]]
 
 

@@ -85,3 +85,27 @@ def test_missing_file_and_folder(tmp_path: Path) -> None:
         read_predictions(tmp_path / "nope.jsonl")
     with pytest.raises(PredictionsError, match="is a folder"):
         read_predictions(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b'{"id": "a", "mask": {"size": [1' + b"0" * 5000 + b', 2], "counts": "0"}}\n',
+            "line 1 has an integer of 5001",
+        ),
+        (b'{"id": "a", "mask": {"size": [2, 2], "counts": [-' + b"9" * 30 + b"]}}\n", "integer of 30 digits"),
+        (b"\n" + b"[" * 100_000 + b"\n", "line 2 nests JSON too deeply"),
+        (b'{"id": "a", "mask": ' + b"[" * 50_000 + b"]" * 50_000 + b"}\n", "line 1 nests JSON too deeply"),
+    ],
+)
+def test_huge_integers_and_deep_nesting_are_refused_by_eval_itself(content: bytes, message: str) -> None:
+    with pytest.raises(PredictionsError, match=message) as caught:
+        read_predictions(content)
+    assert "\n" not in str(caught.value)
+
+
+def test_crlf_line_numbers_match_an_editor() -> None:
+    good = json.dumps({"id": "a", "mask": {"size": [1, 1], "counts": [1]}})
+    with pytest.raises(PredictionsError, match="line 3 is not valid JSON"):
+        read_predictions(f"{good}\r\n\u2028\r\nnot json\r\n".encode())

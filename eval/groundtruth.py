@@ -1,0 +1,166 @@
+"""A split's ground truth as an Arrow table: reading it, fingerprinting it, decoding its PNG masks.
+
+Only the scoring columns (id, mask, ignore, tags, height, width) are read: a local folder's
+parquet shards are read column by column with pyarrow, so the images (the bulk of a split) are
+never touched and ``datasets`` is not even imported when the folder's card names its shards.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+SCORING_COLUMNS = ("id", "mask", "ignore", "tags", "height", "width")
+
+
+def read_scoring_columns(data: str | os.PathLike[str], split: str, *, token: str | None = None) -> pa.Table:
+    """The split's scoring columns, checked to hold ground truth; raises ``ValueError`` saying what is wrong.
+
+    A local folder whose README names its shards (``configs:`` ... ``data_files``) is read with
+    pyarrow directly; anything else (a Hub id, a folder laid out by convention) goes through
+    ``eval.contract.load_split``.
+    """
+    shards = _card_shards(Path(data), split) if Path(data).is_dir() else None
+    if shards is None:
+        from eval.contract import load_split  # imports datasets: only for what pyarrow cannot resolve
+
+        dataset = load_split(data, split, require_ground_truth=True, token=token)
+        present = [name for name in SCORING_COLUMNS if name in dataset.column_names]
+        return dataset.select_columns(present).with_format("arrow")[:]
+    import pyarrow.parquet as pq
+
+    tables = []
+    for shard in shards:
+        names = pq.read_schema(shard).names
+        tables.append(pq.read_table(shard, columns=[name for name in SCORING_COLUMNS if name in names]))
+    table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+    _check_ground_truth(table)
+    return table
+
+
+def _card_shards(folder: Path, split: str) -> list[str] | None:
+    """The parquet files the folder's card maps ``split`` to, or None when the card does not say."""
+    card = folder / "README.md"
+    if not card.is_file():
+        return None
+    text = card.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("---"):
+        return None
+    import yaml
+
+    try:
+        header = yaml.safe_load(text.split("---", 2)[1])
+        configs = header.get("configs") or []
+        default = next(c for c in configs if c.get("config_name", "default") == "default")
+        entries = default["data_files"]
+    except (yaml.YAMLError, AttributeError, StopIteration, KeyError, TypeError, IndexError):
+        return None
+    if not isinstance(entries, list):
+        return None
+    named = {entry.get("split"): entry.get("path") for entry in entries if isinstance(entry, dict)}
+    if split not in named:
+        known = ", ".join(str(name) for name in named) or "none"
+        raise ValueError(f"{folder} has no split {split!r} (it has {known})")
+    patterns = named[split] if isinstance(named[split], list) else [named[split]]
+    files = sorted({f for pattern in patterns for f in glob.glob(str(folder / str(pattern)))})
+    if not files or not all(f.endswith(".parquet") for f in files):
+        return None  # not plain parquet shards: let datasets resolve it
+    return files
+
+
+def _check_ground_truth(table: pa.Table) -> None:
+    missing = sorted({"id", "mask", "tags", "height", "width"} - set(table.column_names))
+    if missing:
+        raise ValueError(f"the split lacks column(s) {', '.join(missing)}")
+    if table.column("mask").null_count:
+        raise ValueError(
+            "the split has no ground-truth masks (it is the public copy of a held-out split): "
+            "point at the folder that holds its ground truth"
+        )
+
+
+def fingerprint(table: pa.Table) -> str:
+    """A sha256 over every value that affects a score (ids, masks' and ignore regions' PNG bytes, tags, sizes).
+
+    Row by row it digests each value's length and bytes (an image's encoded bytes, ``repr`` of
+    anything else), so it equals the fingerprint the leaderboard has always stored; it reads the
+    PNG bytes but decodes none, which is what makes it cheaper than decoding.
+    """
+    digest = hashlib.sha256()
+    columns = [name for name in SCORING_COLUMNS if name in table.column_names]
+    values = [_fingerprint_values(table.column(name)) for name in columns]
+    for row in zip(*values, strict=True):
+        for encoded in row:
+            digest.update(len(encoded).to_bytes(8, "little"))
+            digest.update(encoded)
+    return digest.hexdigest()
+
+
+def _fingerprint_values(column: pa.ChunkedArray) -> list[bytes]:
+    if pa.types.is_struct(column.type):  # an Image struct: its encoded bytes
+        return [b"None" if value is None else value for value in png_bytes(column)]
+    return [repr(value).encode() for value in column.to_pylist()]
+
+
+def png_bytes(column: pa.ChunkedArray) -> list[bytes | None]:
+    """The encoded bytes of an Image column's cells (None for a null cell); a path-only cell is read from disk."""
+    if column.num_chunks == 0:
+        return []
+    combined = column.combine_chunks()
+    cells = combined.field("bytes").to_pylist()
+    if combined.null_count:
+        valid = combined.is_valid().to_pylist()
+        cells = [cell if ok else None for cell, ok in zip(cells, valid, strict=True)]
+    if "path" in [combined.type.field(i).name for i in range(combined.type.num_fields)]:
+        paths = combined.field("path").to_pylist()
+        pairs = zip(cells, paths, strict=True)
+        cells = [_read_path(path) if cell is None and path is not None else cell for cell, path in pairs]
+    return cells
+
+
+def _read_path(path: str) -> bytes:
+    return Path(path).read_bytes()
+
+
+def decode_png(encoded: bytes, sample_id: str, size: tuple[int, int]) -> np.ndarray:
+    """An HxW bool mask (nonzero = set) from a stored PNG, checked against the row's size."""
+    from PIL import Image
+
+    mask = np.asarray(Image.open(io.BytesIO(encoded)).convert("L")) != 0
+    if mask.shape != size:
+        height, width = mask.shape
+        raise ValueError(f"sample {sample_id!r}: a mask is {height}x{width}, its row says {size[0]}x{size[1]}")
+    return mask
+
+
+def decode_all(ids: Sequence[str], sizes: Sequence[tuple[int, int]], cells: Sequence[bytes | None]) -> list[str | None]:
+    """Compressed RLE counts (ASCII) of every stored PNG mask, None for a null cell: the slow, cold path."""
+    from tqdm.auto import tqdm
+
+    from eval.rle import encode
+
+    out: list[str | None] = []
+    for sample_id, size, cell in tqdm(
+        zip(ids, sizes, cells, strict=True), total=len(ids), desc="decoding ground truth", unit="mask", disable=None
+    ):
+        out.append(None if cell is None else encode(decode_png(cell, sample_id, size))["counts"])
+    return out
+
+
+def columns_of(table: pa.Table) -> dict[str, Any]:
+    """ids, (height, width) sizes and tags of a scoring table, as Python lists."""
+    heights = table.column("height").to_numpy().astype(np.int64).tolist()
+    widths = table.column("width").to_numpy().astype(np.int64).tolist()
+    return {
+        "ids": table.column("id").to_pylist(),
+        "sizes": list(zip(heights, widths, strict=True)),
+        "tags": [list(tags) if tags is not None else [] for tags in table.column("tags").to_pylist()],
+    }

@@ -1,0 +1,143 @@
+"""The ground-truth cache: a restart decodes no PNG, a bad cache file is rebuilt, a changed split misses.
+
+The leaderboard keeps the cache beside its database; ``python -m eval`` in a user cache folder.
+Decoding is made to fail (``eval.groundtruth.decode_png`` monkeypatched) wherever a test claims
+that nothing is decoded, so a silent decode would fail the test instead of passing it slowly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from test_leaderboard_support import make_masks, predictions_file, shifted, write_split
+
+from eval import References, evaluate, groundtruth, read_predictions
+from eval import __main__ as cli
+from eval.cache import GroundTruthCache
+from leaderboard import Leaderboard
+
+pytest_plugins = ["test_leaderboard_support"]  # the split, settings and board fixtures
+
+
+def _no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object) -> np.ndarray:
+        raise AssertionError("a PNG mask was decoded")
+
+    monkeypatch.setattr(groundtruth, "decode_png", refuse)
+
+
+def _table(board: Leaderboard) -> list[dict]:
+    return board.table(show_all=True, markdown=False).to_dict("records")
+
+
+def _cache_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.parquet"))
+
+
+def test_a_restarted_leaderboard_decodes_no_png_and_scores_the_same(lb_settings, truth, tmp_path, monkeypatch):
+    board = Leaderboard(lb_settings)
+    first = board.submit(predictions_file(tmp_path / "a.jsonl", shifted(truth, 1)), model_name="m", user="alice")
+    before = _table(board)
+    assert len(_cache_files(lb_settings.ground_truth_dir)) == 1
+
+    _no_decoding(monkeypatch)
+    restarted = Leaderboard(lb_settings)
+    assert _table(restarted) == before
+    again = restarted.submit(predictions_file(tmp_path / "b.jsonl", shifted(truth, 1)), model_name="m", user="bob")
+    assert (again.giou, again.ciou, again.ci95, again.by_tag) == (first.giou, first.ciou, first.ci95, first.by_tag)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "edited rle", "garbage", "empty"])
+def test_a_damaged_cache_is_rebuilt_and_scores_the_same(lb_settings, truth, tmp_path, damage):
+    path = predictions_file(tmp_path / "p.jsonl", shifted(truth, 2))
+    board = Leaderboard(lb_settings)
+    scored = board.submit(path, model_name="m", user="alice")
+    (cache_file,) = _cache_files(lb_settings.ground_truth_dir)
+    intact = cache_file.read_bytes()
+    if damage == "truncated":
+        cache_file.write_bytes(intact[: len(intact) // 2])
+    elif damage == "edited rle":  # a readable file whose content no longer matches its checksum
+        table = pq.read_table(cache_file)
+        masks = table.column("mask").to_pylist()
+        masks[0] = masks[-1]
+        pq.write_table(table.set_column(1, "mask", pa.array(masks, pa.binary())), cache_file)
+    elif damage == "garbage":
+        cache_file.write_bytes(b"PAR1 not really parquet PAR1")
+    else:
+        cache_file.write_bytes(b"")
+
+    restarted = Leaderboard(lb_settings)
+    assert cache_file.read_bytes() == intact  # rebuilt (the same RLE, so the same bytes)
+    assert _table(restarted) == _table(board)
+    rescored = restarted.submit(path, model_name="m", user="bob")
+    assert (rescored.giou, rescored.ciou, rescored.ci95) == (scored.giou, scored.ciou, scored.ci95)
+
+
+def test_a_cache_with_a_valid_checksum_but_unsafe_rle_is_not_trusted(split_dir, tmp_path, monkeypatch):
+    fresh = References.from_data(split_dir, "test", cache_dir=tmp_path)
+    cache = GroundTruthCache(tmp_path)
+    n = len(fresh)
+    # Run lengths that do not add up to the image: pycocotools would read past its buffer.
+    cache.save(fresh.fingerprint, fresh.ids, [b"0000"] * n, [None] * n)
+    rebuilt = References.from_data(split_dir, "test", cache_dir=tmp_path)
+    assert rebuilt.masks == fresh.masks
+    assert rebuilt.ignores == fresh.ignores
+
+    _no_decoding(monkeypatch)  # and the rewritten file is trusted again
+    assert References.from_data(split_dir, "test", cache_dir=tmp_path).masks == fresh.masks
+
+
+def test_a_changed_split_misses_and_both_splits_share_the_folder(tmp_path):
+    truth = make_masks(seed=1)
+    first = References.from_data(write_split(tmp_path, truth, name="one"), "test", cache_dir=tmp_path / "cache")
+    changed = dict(truth, q001=~truth["q001"])
+    second = References.from_data(write_split(tmp_path, changed, name="two"), "test", cache_dir=tmp_path / "cache")
+    assert first.fingerprint != second.fingerprint
+    assert {p.stem for p in _cache_files(tmp_path / "cache")} == {first.fingerprint, second.fingerprint}
+    assert second.masks[1] != first.masks[1] and second.masks[2] == first.masks[2]
+
+
+def test_the_fingerprint_reads_the_same_values_through_datasets_and_pyarrow(split_dir):
+    from eval import load_split
+
+    dataset = load_split(split_dir, "test")
+    through_datasets = References.from_split(dataset)
+    through_pyarrow = References.from_data(split_dir, "test")
+    assert through_datasets.fingerprint == through_pyarrow.fingerprint
+    assert through_datasets.masks == through_pyarrow.masks
+
+
+def test_the_cli_caches_in_the_user_folder_and_a_warm_run_decodes_nothing(
+    split_dir, truth, tmp_path, monkeypatch, capsys
+):
+    path = predictions_file(tmp_path / "p.jsonl", shifted(truth, 1))
+    monkeypatch.setenv("LLMSEG_EVAL_CACHE", str(tmp_path / "user-cache"))
+    argv = [str(path), "--data", str(split_dir), "--split", "test", "--json"]
+    assert cli.main(argv) == 0
+    cold = json.loads(capsys.readouterr().out)
+    assert len(_cache_files(tmp_path / "user-cache")) == 1
+    expected = evaluate(read_predictions(path), References.from_data(split_dir, "test"), n_bootstrap=1000)
+    assert cold == json.loads(json.dumps(expected.to_dict()))
+
+    _no_decoding(monkeypatch)
+    assert cli.main(argv) == 0
+    assert json.loads(capsys.readouterr().out) == cold
+    with pytest.raises(AssertionError, match="decoded"):  # without the cache it has to decode
+        cli.main([*argv, "--no-cache"])
+
+
+def test_the_cli_cache_folder_can_be_overridden(split_dir, truth, tmp_path, monkeypatch, capsys):
+    path = predictions_file(tmp_path / "p.jsonl", truth)
+    monkeypatch.setenv("LLMSEG_EVAL_CACHE", str(tmp_path / "user-cache"))
+    argv = [str(path), "--data", str(split_dir), "--split", "test", "--json", "--bootstrap", "0"]
+    assert cli.main([*argv, "--cache-dir", str(tmp_path / "elsewhere")]) == 0
+    assert json.loads(capsys.readouterr().out)["giou"] == 1.0
+    assert len(_cache_files(tmp_path / "elsewhere")) == 1
+    assert not (tmp_path / "user-cache").exists()
+    assert cli.main([*argv, "--no-cache"]) == 0
+    assert not (tmp_path / "user-cache").exists()
