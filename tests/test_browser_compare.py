@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
-from test_app_support import centred_box_predictions
+from test_app_support import SECOND_BENCHMARK, centred_box_predictions
 from test_browser_app import ARTIFACTS, DESKTOP, browser, open_app, open_tab  # noqa: F401 (browser is a fixture)
 
 pytestmark = pytest.mark.browser
@@ -60,6 +60,20 @@ def test_compare_two_rows_and_download_only_ones_own_per_sample_iou(browser: Bro
     pick(page, "#compare-b", f"#{submission} {model} ({user})")
     page.locator("#compare-button").click()
     expect(message).to_contain_text("gIoU +0.0 points [+0.0, +0.0], p 1.000")
+
+    # The pickers follow the benchmark selector: the second benchmark has only the empty baseline.
+    page.locator("#leaderboard-benchmark input").click()
+    page.locator("#leaderboard-benchmark").get_by_role("option", name=SECOND_BENCHMARK, exact=True).click()
+    expect(page.locator("#compare-a input")).not_to_have_value(f"#{submission} {model} ({user})")
+    page.locator("#compare-a input").click()
+    options = page.locator("#compare-a").get_by_role("option")
+    expect(options.filter(has_text="baseline empty")).to_have_count(1)
+    expect(options.filter(has_text="oracle")).to_have_count(0)
+    expect(options.filter(has_text=model)).to_have_count(0)
+    options.filter(has_text="baseline empty").click()
+    pick(page, "#compare-b", "baseline empty")
+    page.locator("#compare-button").click()
+    expect(message).to_contain_text(f"on {SECOND_BENCHMARK}")
 
     page.locator("#per-sample").click()  # open the accordion
     page.locator("#per-sample-id textarea, #per-sample-id input").first.fill(str(submission))
