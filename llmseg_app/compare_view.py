@@ -18,6 +18,7 @@ import pandas as pd
 
 from leaderboard import Refused
 from leaderboard.significance import format_p
+from llmseg_app.identity import SIGN_IN, current_user
 
 if TYPE_CHECKING:
     from leaderboard import Leaderboard
@@ -66,15 +67,6 @@ def comparison_frame(result: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def identity(user: str, profile: gr.OAuthProfile | None, *, require_login: bool) -> str:
-    """Who is asking: the Hugging Face login when there is one; a typed name only where no login is required."""
-    if profile is not None:
-        return profile.username
-    if require_login:
-        raise Refused("sign in with Hugging Face first: your account identifies your submissions")
-    return user
-
-
 class CompareView:
     """Builds the compare view and the per-sample download, and serves ``/compare``."""
 
@@ -115,7 +107,9 @@ class CompareView:
     def download(self, submission: str, user: str, profile: gr.OAuthProfile | None = None) -> tuple[Any, str]:
         """One's own submission's per-sample IoU as a CSV file, or the refusal as the message."""
         try:
-            who = identity(user, profile, require_login=self.require_login)
+            who = current_user(user, profile, require_login=self.require_login)
+            if who is None:
+                raise Refused(SIGN_IN)
             frame = self.board.per_sample(submission, user=who)
         except Refused as error:
             return gr.DownloadButton(visible=False), f"**Not available:** {error}"

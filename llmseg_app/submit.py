@@ -20,6 +20,7 @@ from leaderboard.submission import (
     PROTOCOLS,
 )
 from leaderboard.table import markdown_model
+from llmseg_app.identity import SIGN_IN, current_user
 
 if TYPE_CHECKING:
     from leaderboard import Leaderboard, SubmissionResult
@@ -97,11 +98,10 @@ class SubmitTab:
         return result_markdown(result), result.to_dict()
 
     def _identity(self, user: str, profile: gr.OAuthProfile | None) -> str:
-        if profile is not None:
-            return profile.username
-        if self.require_login:
-            raise SubmissionRejected("sign in with Hugging Face first: your account identifies your submissions")
-        return user
+        identity = current_user(user, profile, require_login=self.require_login)
+        if identity is None:
+            raise SubmissionRejected(SIGN_IN)
+        return identity
 
     def render(self) -> gr.Dependency:
         """Lay out the form; returns the submit event so the app can refresh the table after it.
