@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eval import metrics
-from eval.predictions import PredictionsError, name_ids, read_predictions, validate_masks
+from eval.predictions import PredictionsError, name_ids, read_predictions, short_id, validate_masks
 from eval.report import Report
 from eval.rle import RLE
 
@@ -155,7 +155,7 @@ def _match(predictions: Mapping[str, RLE], references: References) -> list[dict[
         got = "x".join(map(str, aligned[first]["size"]))
         expected = "x".join(map(str, references.sizes[first]))
         raise PredictionsError(
-            f"the mask of id(s) {name_ids(wrong)} is not at the image's size ({wrong[0]!r}: {got}, "
+            f"the mask of id(s) {name_ids(wrong)} is not at the image's size ({short_id(wrong[0])}: {got}, "
             f"image {expected}, as height x width)"
         )
     return aligned

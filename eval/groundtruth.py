@@ -39,8 +39,9 @@ def read_scoring_columns(data: str | os.PathLike[str], split: str, *, token: str
 
     tables = []
     for shard in shards:
-        names = pq.read_schema(shard).names
-        tables.append(pq.read_table(shard, columns=[name for name in SCORING_COLUMNS if name in names]))
+        parquet = pq.ParquetFile(shard)  # not pq.read_table: it imports pyarrow.dataset, slow to import
+        names = parquet.schema_arrow.names
+        tables.append(parquet.read(columns=[name for name in SCORING_COLUMNS if name in names]))
     table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
     _check_ground_truth(table)
     return table
@@ -90,17 +91,18 @@ def _check_ground_truth(table: pa.Table) -> None:
 def fingerprint(table: pa.Table) -> str:
     """A sha256 over every value that affects a score (ids, masks' and ignore regions' PNG bytes, tags, sizes).
 
-    Row by row it digests each value's length and bytes (an image's encoded bytes, ``repr`` of
-    anything else), so it equals the fingerprint the leaderboard has always stored; it reads the
-    PNG bytes but decodes none, which is what makes it cheaper than decoding.
+    Column by column it digests the column's name, every value's length and then all values'
+    bytes (an image's encoded bytes, ``repr`` of anything else). It reads the PNG bytes but
+    decodes none, which is what makes it much cheaper than decoding (``bench/eval_speed.py``).
     """
     digest = hashlib.sha256()
-    columns = [name for name in SCORING_COLUMNS if name in table.column_names]
-    values = [_fingerprint_values(table.column(name)) for name in columns]
-    for row in zip(*values, strict=True):
-        for encoded in row:
-            digest.update(len(encoded).to_bytes(8, "little"))
-            digest.update(encoded)
+    for name in SCORING_COLUMNS:
+        if name not in table.column_names:
+            continue
+        values = _fingerprint_values(table.column(name))
+        digest.update(name.encode())
+        digest.update(np.fromiter(map(len, values), dtype=np.int64, count=len(values)).tobytes())
+        digest.update(b"".join(values))
     return digest.hexdigest()
 
 
@@ -115,13 +117,11 @@ def png_bytes(column: pa.ChunkedArray) -> list[bytes | None]:
     if column.num_chunks == 0:
         return []
     combined = column.combine_chunks()
-    cells = combined.field("bytes").to_pylist()
-    if combined.null_count:
-        valid = combined.is_valid().to_pylist()
-        cells = [cell if ok else None for cell, ok in zip(cells, valid, strict=True)]
-    if "path" in [combined.type.field(i).name for i in range(combined.type.num_fields)]:
-        paths = combined.field("path").to_pylist()
-        pairs = zip(cells, paths, strict=True)
+    # flatten() applies the array's offset and its nulls to the children (no pyarrow.compute import).
+    children = dict(zip([field.name for field in combined.type], combined.flatten(), strict=True))
+    cells = children["bytes"].to_pylist()
+    if "path" in children:
+        pairs = zip(cells, children["path"].to_pylist(), strict=True)
         cells = [_read_path(path) if cell is None and path is not None else cell for cell, path in pairs]
     return cells
 
@@ -157,8 +157,9 @@ def decode_all(ids: Sequence[str], sizes: Sequence[tuple[int, int]], cells: Sequ
 
 def columns_of(table: pa.Table) -> dict[str, Any]:
     """ids, (height, width) sizes and tags of a scoring table, as Python lists."""
-    heights = table.column("height").to_numpy().astype(np.int64).tolist()
-    widths = table.column("width").to_numpy().astype(np.int64).tolist()
+    # to_pylist, not to_numpy: a ChunkedArray's to_numpy imports pandas, slower than the whole list.
+    heights = table.column("height").to_pylist()
+    widths = table.column("width").to_pylist()
     return {
         "ids": table.column("id").to_pylist(),
         "sizes": list(zip(heights, widths, strict=True)),

@@ -20,6 +20,8 @@ from eval.rle import RLE
 
 # How many offending ids a message names before it says "and N more".
 _NAMED = 3
+# How much of one id a message quotes.
+_ID_CHARS = 80
 # No valid size or run length has more digits (pycocotools keeps them in 32-bit ints); refusing
 # longer integers up front keeps Python's int-conversion limit (4300 digits) out of every caller.
 MAX_INT_DIGITS = 20
@@ -29,9 +31,15 @@ class PredictionsError(ValueError):
     """A predictions file or mapping is invalid; the message names the first offending ids."""
 
 
+def short_id(sample_id: object) -> str:
+    """``repr`` of an id, cut to ``_ID_CHARS`` characters: a megabyte-long id must not become the message."""
+    text = repr(sample_id)
+    return text if len(text) <= _ID_CHARS else f"{text[: _ID_CHARS - 4]}...{text[-1]}"
+
+
 def name_ids(ids: list[str]) -> str:
     """``'a', 'b', 'c' and 4 more``: enough ids to find the problem, short enough for one line."""
-    named = ", ".join(repr(i) for i in ids[:_NAMED])
+    named = ", ".join(short_id(i) for i in ids[:_NAMED])
     return named if len(ids) <= _NAMED else f"{named} and {len(ids) - _NAMED} more"
 
 
@@ -48,7 +56,7 @@ def read_predictions(source: str | Path | bytes) -> dict[str, RLE]:
         if not line.strip():
             continue
         try:
-            entry = json.loads(line, parse_int=_bounded_int)
+            entry = _DECODER.decode(line)
         except json.JSONDecodeError as error:
             raise PredictionsError(_not_json_message(text, number, error)) from None
         except _TooManyDigits as error:
@@ -66,7 +74,7 @@ def read_predictions(source: str | Path | bytes) -> dict[str, RLE]:
         if not isinstance(sample_id, str) or not sample_id:
             raise PredictionsError(f'line {number} has no "id" string')
         if "mask" not in entry:
-            raise PredictionsError(f'line {number} (id {sample_id!r}) has no "mask"')
+            raise PredictionsError(f'line {number} (id {short_id(sample_id)}) has no "mask"')
         entries.setdefault(sample_id, entry["mask"])
         lines_of.setdefault(sample_id, []).append(number)
     if not entries:
@@ -75,18 +83,35 @@ def read_predictions(source: str | Path | bytes) -> dict[str, RLE]:
     if duplicates:
         first = duplicates[0]
         raise PredictionsError(
-            f"duplicate id(s) {name_ids(duplicates)}: {first!r} is on lines "
+            f"duplicate id(s) {name_ids(duplicates)}: {short_id(first)} is on lines "
             f"{', '.join(map(str, lines_of[first]))}; give each sample one line"
         )
-    return {i: _canonical(coco) for i, coco in validate_masks(entries).items()}
+    cocos = validate_masks(entries)
+    return ValidatedPredictions({i: _canonical(coco) for i, coco in cocos.items()}, cocos)
+
+
+class ValidatedPredictions(dict):
+    """``{id: RLE}`` as ``read_predictions`` returns it, remembering each mask's checked pycocotools form,
+    so that ``evaluate`` does not check the same masks twice. A value replaced afterwards is checked again."""
+
+    def __init__(self, masks: dict[str, RLE], cocos: dict[str, dict[str, Any]]) -> None:
+        super().__init__(masks)
+        self.checked = {i: (masks[i], cocos[i]) for i in masks}
 
 
 def validate_masks(predictions: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Check every mask is RLE that decodes to exactly height*width pixels; return them in pycocotools form."""
+    if isinstance(predictions, ValidatedPredictions):
+        checked = predictions.checked
+        unchanged = {i: checked[i][1] for i, value in predictions.items() if i in checked and checked[i][0] is value}
+        if len(unchanged) == len(predictions):
+            return unchanged
+        rest = validate_masks({i: v for i, v in predictions.items() if i not in unchanged})
+        return {i: unchanged[i] if i in unchanged else rest[i] for i in predictions}
     ids = list(predictions)
     for sample_id in ids:
         if not isinstance(sample_id, str):
-            raise PredictionsError(f"prediction ids must be strings, got {sample_id!r}")
+            raise PredictionsError(f"prediction ids must be strings, got {short_id(sample_id)}")
     try:
         cocos = rle.validate_many([predictions[i] for i in ids])
     except rle.InvalidRLE as error:
@@ -100,7 +125,7 @@ def write_predictions(path: str | Path, items: Iterable[tuple[str, np.ndarray | 
     lines, seen = [], set()
     for sample_id, mask in items:
         if sample_id in seen:
-            raise PredictionsError(f"duplicate id {sample_id!r}: give each sample one prediction")
+            raise PredictionsError(f"duplicate id {short_id(sample_id)}: give each sample one prediction")
         seen.add(sample_id)
         encoded = rle.encode(mask) if isinstance(mask, np.ndarray) else _canonical(rle.validate(mask))
         lines.append(json.dumps({"id": sample_id, "mask": encoded}) + "\n")
@@ -117,6 +142,9 @@ def _bounded_int(literal: str) -> int:
     if digits > MAX_INT_DIGITS:
         raise _TooManyDigits(digits)
     return int(literal)
+
+
+_DECODER = json.JSONDecoder(parse_int=_bounded_int)
 
 
 def _text(source: str | Path | bytes) -> str:
@@ -138,7 +166,7 @@ def _text(source: str | Path | bytes) -> str:
 def _not_json_message(text: str, number: int, error: json.JSONDecodeError) -> str:
     """Point a file that is one JSON document (not one object per line) at the right format."""
     try:
-        json.loads(text, parse_int=_bounded_int)
+        _DECODER.decode(text)
     except (json.JSONDecodeError, _TooManyDigits, RecursionError):
         return f"line {number} is not valid JSON ({error.msg}): expected one JSON object per line"
     return 'the file is a single JSON document, not JSON Lines: write one {"id": ..., "mask": ...} object per line'
@@ -146,4 +174,4 @@ def _not_json_message(text: str, number: int, error: json.JSONDecodeError) -> st
 
 def _canonical(coco: dict[str, Any]) -> RLE:
     """The on-disk form of a validated mask: compressed counts as ``str``."""
-    return {"size": [int(v) for v in coco["size"]], "counts": coco["counts"].decode("ascii")}
+    return {"size": list(coco["size"]), "counts": coco["counts"].decode("ascii")}

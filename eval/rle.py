@@ -58,7 +58,12 @@ def to_pycoco(rle: RLE) -> dict[str, Any]:
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
         raise ValueError('a mask must be an object with "size" and "counts"')
     size = rle["size"]
-    if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(_is_int(v) and v > 0 for v in size):
+    plain = type(size) is list and len(size) == 2 and type(size[0]) is int and type(size[1]) is int  # the common case
+    if not plain and (
+        not isinstance(size, (list, tuple)) or len(size) != 2 or not all(_is_int(v) and v > 0 for v in size)
+    ):
+        raise ValueError('"size" must be [height, width] with two positive integers')
+    if plain and (size[0] <= 0 or size[1] <= 0):
         raise ValueError('"size" must be [height, width] with two positive integers')
     height, width = int(size[0]), int(size[1])
     if height * width > _MAX_PIXELS:

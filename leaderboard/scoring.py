@@ -51,7 +51,8 @@ class Scorer:
         return [list(tags) for tags in self._references.tags]
 
     def score(self, predictions: dict[str, RLE]) -> Scored:
-        """Evaluate with the core's defaults (as ``python -m eval`` does); bad ids or sizes are rejected."""
+        """Evaluate with the core's defaults (1000 resamples: ``python -m eval --bootstrap 1000``); bad ids or sizes
+        are rejected."""
         try:
             report = evaluate(predictions, self._references)
         except PredictionsError as error:

@@ -78,12 +78,11 @@ def test_a_damaged_cache_is_rebuilt_and_scores_the_same(lb_settings, truth, tmp_
     assert (rescored.giou, rescored.ciou, rescored.ci95) == (scored.giou, scored.ciou, scored.ci95)
 
 
-def test_a_cache_with_a_valid_checksum_but_unsafe_rle_is_not_trusted(split_dir, tmp_path, monkeypatch):
+def test_a_cache_file_of_other_samples_under_the_right_name_is_not_trusted(split_dir, tmp_path, monkeypatch):
     fresh = References.from_data(split_dir, "test", cache_dir=tmp_path)
-    cache = GroundTruthCache(tmp_path)
-    n = len(fresh)
-    # Run lengths that do not add up to the image: pycocotools would read past its buffer.
-    cache.save(fresh.fingerprint, fresh.ids, [b"0000"] * n, [None] * n)
+    counts = [coco["counts"] for coco in fresh.masks]
+    # A well-formed file with a matching checksum, for the samples in another order.
+    GroundTruthCache(tmp_path).save(fresh.fingerprint, fresh.ids[::-1], counts[::-1], [None] * len(fresh))
     rebuilt = References.from_data(split_dir, "test", cache_dir=tmp_path)
     assert rebuilt.masks == fresh.masks
     assert rebuilt.ignores == fresh.ignores
@@ -117,7 +116,7 @@ def test_the_cli_caches_in_the_user_folder_and_a_warm_run_decodes_nothing(
 ):
     path = predictions_file(tmp_path / "p.jsonl", shifted(truth, 1))
     monkeypatch.setenv("LLMSEG_EVAL_CACHE", str(tmp_path / "user-cache"))
-    argv = [str(path), "--data", str(split_dir), "--split", "test", "--json"]
+    argv = [str(path), "--data", str(split_dir), "--split", "test", "--json", "--bootstrap", "1000"]
     assert cli.main(argv) == 0
     cold = json.loads(capsys.readouterr().out)
     assert len(_cache_files(tmp_path / "user-cache")) == 1
@@ -141,3 +140,16 @@ def test_the_cli_cache_folder_can_be_overridden(split_dir, truth, tmp_path, monk
     assert not (tmp_path / "user-cache").exists()
     assert cli.main([*argv, "--no-cache"]) == 0
     assert not (tmp_path / "user-cache").exists()
+
+
+def test_the_cli_computes_intervals_only_when_asked(split_dir, truth, tmp_path, capsys):
+    path = predictions_file(tmp_path / "p.jsonl", shifted(truth, 1))
+    assert cli.main([str(path), "--data", str(split_dir), "--split", "test", "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert plain["ci95"] == {"giou": None, "ciou": None}
+    assert cli.main([str(path), "--data", str(split_dir), "--split", "test", "--json", "--bootstrap", "200"]) == 0
+    asked = json.loads(capsys.readouterr().out)
+    assert asked["ci95"]["giou"][0] <= asked["giou"] <= asked["ci95"]["giou"][1]
+    assert {k: v for k, v in asked.items() if k not in ("ci95", "by_tag")} == {
+        k: v for k, v in plain.items() if k not in ("ci95", "by_tag")
+    }

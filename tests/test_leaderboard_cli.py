@@ -46,7 +46,7 @@ def test_submit_json_scores_exactly_as_python_m_eval(split_dir, truth, tmp_path)
         str(split_dir),
         "--json",
     )
-    scored = _run("eval", str(path), "--data", str(split_dir), "--split", "test", "--json")
+    scored = _run("eval", str(path), "--data", str(split_dir), "--split", "test", "--json", "--bootstrap", "1000")
     assert submitted.returncode == 0, submitted.stderr
     assert scored.returncode == 0, scored.stderr
     result, expected = json.loads(submitted.stdout), json.loads(scored.stdout)
