@@ -100,12 +100,7 @@ class Leaderboard:
             self._backup.restore(self.settings.db_path, self.settings.blobs_dir)
         self.benchmarks: tuple[Benchmark, ...] = self.settings.benchmarks()
         self._store = Store(self.settings.db_path, self.settings.blobs_dir, legacy_benchmark=self.benchmarks[0].name)
-        self._scorers = {
-            benchmark.name: Scorer(
-                benchmark.data, benchmark.split, token=self.settings.hf_token, cache_dir=self.settings.ground_truth_dir
-            )
-            for benchmark in self.benchmarks
-        }
+        self._scorers = {benchmark.name: self._open_scorer(benchmark) for benchmark in self.benchmarks}
         self._rate_limit = RateLimit(self.settings.rate_limit_per_day)
         self._per_sample = PerSampleResults(self._store, self._scorers, self.benchmark)
         rescored = self._score_left_over()
@@ -115,6 +110,17 @@ class Leaderboard:
             self._push_backup(rescored, message=f"rescored {len(rescored)} submission(s) on start")
 
     # benchmarks
+
+    def _open_scorer(self, benchmark: Benchmark) -> Scorer:
+        """The benchmark's scorer; with several benchmarks, a split that cannot load says which one it is."""
+        try:
+            return Scorer(
+                benchmark.data, benchmark.split, token=self.settings.hf_token, cache_dir=self.settings.ground_truth_dir
+            )
+        except (ValueError, OSError) as error:
+            if len(self.benchmarks) == 1:
+                raise
+            raise ValueError(f"benchmark {benchmark.name!r} cannot be opened: {error}") from None
 
     @property
     def default_benchmark(self) -> str:

@@ -368,3 +368,16 @@ def test_a_fresh_database_has_the_same_schema_as_a_migrated_one(tmp_path, split_
             return {name: connection.execute(f"PRAGMA {pragma[kind]}({name})").fetchall() for kind, name in objects}
 
     assert schema(fresh) == schema(old)
+
+
+def test_a_benchmark_whose_split_cannot_load_is_named_in_the_error(tmp_path, two_splits, capsys):
+    path = _write_benchmarks(
+        tmp_path / "b.json",
+        [
+            {"name": "alpha", "data": str(two_splits["alpha"][0])},
+            {"name": "gone", "data": str(tmp_path / "missing-folder")},
+        ],
+    )
+    assert main(["show", "--db", str(tmp_path / "lb.sqlite"), "--benchmarks", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: benchmark 'gone' cannot be opened: ") and err.count("\n") == 1
