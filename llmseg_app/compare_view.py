@@ -97,7 +97,7 @@ class CompareView:
         return headline(result), gr.Dataframe(value=comparison_frame(result), visible=True), result
 
     def choices(self, benchmark: str | None = None) -> tuple[Any, Any]:
-        """Both pickers' options for ``benchmark``: A defaults to the newest submission, B to the next row."""
+        """Both pickers' options for ``benchmark``: A defaults to the newest submission, B to the first baseline."""
         options = self.board.comparable(benchmark or None)
         values = [value for _, value in options]
         first = values[0] if values else None
