@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from test_leaderboard_support import predictions_file, shifted
 
 from leaderboard.__main__ import main
@@ -75,6 +76,22 @@ def test_rejected_submission_prints_one_json_object_and_exits_2_without_tracebac
     assert completed.returncode == 2
     assert json.loads(completed.stdout) == {"status": "rejected", "error": "line 1 (id 'q000') has no \"mask\""}
     assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b'{"id": "q000", "mask": {"size": [24, 32], "counts": [1' + b"0" * 5000 + b"]}}\n", "line 1 has an integer"),
+        (b"[" * 100_000 + b"\n", "line 1 nests JSON too deeply"),
+    ],
+)
+def test_huge_integers_and_deep_nesting_are_rejected_not_errors(split_dir, tmp_path, capsys, content, reason):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(content)
+    db = ["--db", str(tmp_path / "lb.sqlite"), "--data", str(split_dir)]
+    assert main(["submit", str(bad), "--model-name", "m", "--user", "eve", *db, "--json"]) == 2
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["status"] == "rejected" and answer["error"].startswith(reason)
 
 
 def test_duplicate_is_rejected_and_plain_errors_go_to_stderr(split_dir, truth, tmp_path, capsys):
