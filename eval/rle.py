@@ -24,6 +24,8 @@ _MAX_PIXELS = 2**31 - 1
 # pycocotools decodes at most 6 characters per run correctly (its shifts are 32-bit `int`s);
 # valid encodings of images under 2**29 pixels never need more.
 _MAX_CHARS_PER_RUN = 6
+# ``validate_many`` checks the strings in batches of about this many characters.
+_BATCH_CHARS = 1 << 18
 # pycocotools' ``area`` builds a uint8 placeholder of the list length, which NumPy 2 rejects past 255.
 _AREA_BATCH = 255
 
@@ -99,7 +101,16 @@ def validate_many(rles: Sequence[RLE]) -> list[dict[str, Any]]:
             bad[position] = str(error)
             cocos.append({"size": [1, 1], "counts": b""})  # placeholder, reported below
     pixels = np.array([c["size"][0] * c["size"][1] for c in cocos], dtype=np.int64)
-    problems, totals = _check_counts([c["counts"] for c in cocos], pixels)
+    strings = [c["counts"] for c in cocos]
+    problems, totals = np.zeros(len(cocos), np.int8), np.zeros(len(cocos), np.int64)
+    start = 0
+    while start < len(strings):  # batches of about _BATCH_CHARS characters keep the arrays in the CPU's cache
+        end, chars = start, 0
+        while end < len(strings) and (end == start or chars + len(strings[end]) <= _BATCH_CHARS):
+            chars += len(strings[end])
+            end += 1
+        problems[start:end], totals[start:end] = _check_counts(strings[start:end], pixels[start:end])
+        start = end
     for position in np.flatnonzero(problems).tolist():
         if position not in bad:
             bad[position] = _PROBLEMS[problems[position]].format(total=totals[position], pixels=pixels[position])
