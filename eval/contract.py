@@ -6,35 +6,54 @@ Masks are PNG images of mode "L": 255 = target (or ignored pixel), 0 = backgroun
 A public split keeps the ``mask``/``ignore`` columns but leaves them null: ``datasets`` loads a
 folder's splits with one schema, so a public test split beside a scored validation split must
 share it.
+
+``datasets`` takes about half a second to import, so it is imported on first use: ``FEATURES``
+is built when first read (PEP 562) and ``load_split`` imports it itself. A leaderboard that only
+needs ``KNOWN_TAGS`` never pays for it.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import datasets
+if TYPE_CHECKING:
+    import datasets
 
 GROUND_TRUTH_COLUMNS = ("mask", "ignore")
 
-FEATURES = datasets.Features(
-    {
-        "id": datasets.Value("string"),
-        "image": datasets.Image(),
-        "image_id": datasets.Value("string"),
-        "query": datasets.Value("string"),
-        "answer": datasets.Value("string"),
-        "mask": datasets.Image(),
-        "ignore": datasets.Image(),
-        "source": datasets.Value("string"),
-        "tags": datasets.List(datasets.Value("string")),
-        "height": datasets.Value("int32"),
-        "width": datasets.Value("int32"),
-    }
-)
-
 # Tags with a fixed meaning across benchmarks; a dataset may add its own.
 KNOWN_TAGS = ("long", "short", "simple", "complex", "multi-target", "no-target")
+
+
+@functools.cache
+def _features() -> datasets.Features:
+    """The columns of a split with ground truth (``FEATURES``), built once."""
+    import datasets
+
+    return datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "image": datasets.Image(),
+            "image_id": datasets.Value("string"),
+            "query": datasets.Value("string"),
+            "answer": datasets.Value("string"),
+            "mask": datasets.Image(),
+            "ignore": datasets.Image(),
+            "source": datasets.Value("string"),
+            "tags": datasets.List(datasets.Value("string")),
+            "height": datasets.Value("int32"),
+            "width": datasets.Value("int32"),
+        }
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FEATURES":
+        return _features()
+    raise AttributeError(f"module 'eval.contract' has no attribute {name!r}")
 
 
 def has_ground_truth(dataset: datasets.Dataset) -> bool:
@@ -46,7 +65,7 @@ def has_ground_truth(dataset: datasets.Dataset) -> bool:
 
 def check_columns(dataset: datasets.Dataset, *, require_ground_truth: bool) -> None:
     """Raise ``ValueError`` naming what is missing, so a wrong folder fails early and clearly."""
-    needed = set(FEATURES) - (set(GROUND_TRUTH_COLUMNS) if not require_ground_truth else {"ignore"})
+    needed = set(_features()) - (set(GROUND_TRUTH_COLUMNS) if not require_ground_truth else {"ignore"})
     missing = sorted(needed - set(dataset.column_names))
     if missing:
         raise ValueError(f"the split lacks column(s) {', '.join(missing)}")
@@ -68,6 +87,8 @@ def load_split(
 
     A private Hub dataset needs ``token`` (or ``HF_TOKEN`` in the environment).
     """
+    import datasets
+
     path = Path(data)
     try:
         if path.is_dir():
@@ -93,6 +114,8 @@ def _load_local_split(folder: Path, split: str) -> datasets.Dataset:
     folder, or another folder of the same name, would silently come back with the old rows.
     Naming the files makes ``datasets`` key its cache on their paths and modification times.
     """
+    import datasets
+
     data_files = datasets.load_dataset_builder(str(folder)).config.data_files or {}
     if split not in data_files:
         raise ValueError(f"{folder} has no split {split!r} (it has {', '.join(data_files) or 'none'})")

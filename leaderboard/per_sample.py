@@ -14,9 +14,7 @@ import hashlib
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from . import significance
 from .benchmarks import Benchmark
@@ -24,6 +22,9 @@ from .scoring import Scorer
 from .significance import SampleCounts
 from .store import BaselineScore, Store, StoredSubmission
 from .submission import SubmissionRejected, parse_predictions
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 BASELINE_PREFIX = "baseline:"
 METHOD = (
@@ -214,6 +215,8 @@ class PerSampleResults:
             )
         scorer = self._scorers[row.benchmark]
         counts = self._submission_counts(row, scorer)
+        import pandas as pd
+
         return pd.DataFrame({"id": scorer.ids, "tags": [",".join(t) for t in scorer.tags], "iou": counts.iou()})
 
 

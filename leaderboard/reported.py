@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 REPORTED_LABEL = "reported, not verified here"
 UNKNOWN = "unknown"
@@ -108,6 +111,8 @@ COLUMNS = {
 
 def reported_table() -> pd.DataFrame:
     """The published ReasonSeg numbers (percent), each row labelled as reported, not verified."""
+    import pandas as pd
+
     rows = [{**asdict(result), "paper": result.paper} for result in REPORTED_RESULTS]
     frame = pd.DataFrame(rows)[list(COLUMNS)].rename(columns=COLUMNS)
     frame["benchmark"] = "ReasonSeg"

@@ -13,13 +13,14 @@ import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from eval.contract import KNOWN_TAGS
 
 from .submission import CHECKPOINT_SELECTIONS, PROTOCOLS, Declaration
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 BASELINE_SUBMITTER = "leaderboard (baseline)"
 DECIMALS = 1
@@ -170,6 +171,8 @@ def score_columns(scores: dict[str, Any], tags: Sequence[str], *, decimals: int 
 
 def plain_frame(entries: Sequence[Entry], *, show_all: bool) -> pd.DataFrame:
     """The table with plain-text model names and a separate link column (what the CSV holds)."""
+    import pandas as pd  # imported on first use: a restart that shows no table does not pay for it
+
     tags = tag_names(entries)
     rows = []
     for position, entry in rank(entries, show_all=show_all):
@@ -228,6 +231,8 @@ def display_frame(entries: Sequence[Entry], *, show_all: bool) -> pd.DataFrame:
 
 
 def _present(value: Any) -> bool:
+    import pandas as pd
+
     return value is not None and value is not pd.NA and not (isinstance(value, float) and math.isnan(value))
 
 
@@ -253,6 +258,8 @@ def markdown_model(name: str, link: str | None) -> str:
 
 def plot_frame(entries: Sequence[Entry]) -> pd.DataFrame:
     """One point per table row (best per model): gIoU vs cIoU with their intervals, unrounded percent."""
+    import pandas as pd
+
     rows = []
     for position, entry in rank(entries, show_all=False):
         rows.append(
