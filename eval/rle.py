@@ -25,7 +25,7 @@ _MAX_PIXELS = 2**31 - 1
 # valid encodings of images under 2**29 pixels never need more.
 _MAX_CHARS_PER_RUN = 6
 # ``validate_many`` checks the strings in batches of about this many characters.
-_BATCH_CHARS = 1 << 18
+_BATCH_CHARS = 1 << 16
 # pycocotools' ``area`` builds a uint8 placeholder of the list length, which NumPy 2 rejects past 255.
 _AREA_BATCH = 255
 

@@ -153,3 +153,59 @@ def test_the_cli_computes_intervals_only_when_asked(split_dir, truth, tmp_path, 
     assert {k: v for k, v in asked.items() if k not in ("ci95", "by_tag")} == {
         k: v for k, v in plain.items() if k not in ("ci95", "by_tag")
     }
+
+
+def _fingerprint_cell_by_cell(table: pa.Table) -> str:
+    """The fingerprint as its docstring defines it, one Python value at a time (the reference)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in groundtruth.SCORING_COLUMNS:
+        if name not in table.column_names:
+            continue
+        column = table.column(name)
+        if pa.types.is_struct(column.type):
+            values = [b"None" if cell is None else cell for cell in groundtruth.png_bytes(column)]
+        else:
+            values = [repr(value).encode() for value in column.to_pylist()]
+        digest.update(name.encode())
+        digest.update(np.array([len(v) for v in values], dtype=np.int64).tobytes())
+        digest.update(b"".join(values))
+    return digest.hexdigest()
+
+
+def test_the_fingerprint_read_off_arrow_buffers_equals_the_cell_by_cell_digest(tmp_path):
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    on_disk = tmp_path / "mask.png"
+    on_disk.write_bytes(b"\x89PNG stored as a file")
+
+    def table(masks: list, ignores: list) -> pa.Table:
+        n = len(masks)
+        return pa.table(
+            {
+                "id": [f"q{i}" for i in range(n)],
+                "mask": pa.array(masks, image),
+                "ignore": pa.array(ignores, image),
+                "tags": [["long"] if i % 2 else [] for i in range(n)],
+                "height": pa.array([4] * n, pa.int32()),
+                "width": pa.array([5 + i for i in range(n)], pa.int32()),
+            }
+        )
+
+    cell = [{"bytes": bytes([i]) * (i + 1), "path": None} for i in range(6)]
+    whole = table(cell, [None, cell[1], None, None, {"bytes": b"", "path": None}, cell[5]])
+    # several chunks, one of them a slice (an Arrow offset), as concatenated shards give
+    chunked = pa.concat_tables([whole.slice(0, 2), whole.slice(2, 3), whole.slice(5)])
+    with_path = table(cell[:2] + [{"bytes": None, "path": str(on_disk)}], [None, None, {"bytes": None, "path": None}])
+    for case in (whole, chunked, whole.slice(1, 4), with_path, table([], [])):
+        assert groundtruth.fingerprint(case) == _fingerprint_cell_by_cell(case)
+    assert groundtruth.fingerprint(chunked) == groundtruth.fingerprint(whole)
+
+
+def test_binary_layout_gives_each_cells_length_and_the_bytes_back_to_back():
+    values = [b"ab", None, b"", b"cde", None, b"f"]
+    column = pa.chunked_array([pa.array(values[:3], pa.binary()), pa.array(values, pa.binary()).slice(3)])
+    lengths, pieces = groundtruth.binary_layout(column)
+    assert lengths.tolist() == [2, -1, 0, 3, -1, 1]
+    assert b"".join(bytes(piece) for piece in pieces) == b"abcdef"
+    assert groundtruth.binary_layout(pa.chunked_array([pa.array([1, 2])])) is None
