@@ -149,7 +149,7 @@ def _match(predictions: Mapping[str, RLE], references: References) -> list[dict[
     cocos = validate_masks(predictions)
     aligned = [cocos[i] for i in references.ids]
     pairs = zip(references.ids, aligned, references.sizes, strict=True)
-    wrong = [i for i, coco, size in pairs if tuple(coco["size"]) != size]
+    wrong = [i for i, coco, (height, width) in pairs if coco["size"][0] != height or coco["size"][1] != width]
     if wrong:
         first = references.positions[wrong[0]]
         got = "x".join(map(str, aligned[first]["size"]))

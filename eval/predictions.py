@@ -51,9 +51,10 @@ def read_predictions(source: str | Path | bytes) -> dict[str, RLE]:
     """
     text = _text(source)
     entries: dict[str, Any] = {}
-    lines_of: dict[str, list[int]] = {}
+    first_line: dict[str, int] = {}
+    repeated: dict[str, list[int]] = {}  # only ids on several lines: every line they are on
     for number, line in enumerate(text.split("\n"), start=1):  # CRLF: JSON takes the "\r" as whitespace
-        if not line.strip():
+        if not line or line.isspace():
             continue
         try:
             entry = _DECODER.decode(line)
@@ -75,16 +76,19 @@ def read_predictions(source: str | Path | bytes) -> dict[str, RLE]:
             raise PredictionsError(f'line {number} has no "id" string')
         if "mask" not in entry:
             raise PredictionsError(f'line {number} (id {short_id(sample_id)}) has no "mask"')
-        entries.setdefault(sample_id, entry["mask"])
-        lines_of.setdefault(sample_id, []).append(number)
+        if sample_id in entries:
+            repeated.setdefault(sample_id, [first_line[sample_id]]).append(number)
+            continue
+        entries[sample_id] = entry["mask"]
+        first_line[sample_id] = number
     if not entries:
         raise PredictionsError("the predictions file holds no predictions")
-    duplicates = [i for i, numbers in lines_of.items() if len(numbers) > 1]
-    if duplicates:
+    if repeated:
+        duplicates = sorted(repeated, key=first_line.__getitem__)
         first = duplicates[0]
         raise PredictionsError(
             f"duplicate id(s) {name_ids(duplicates)}: {short_id(first)} is on lines "
-            f"{', '.join(map(str, lines_of[first]))}; give each sample one line"
+            f"{', '.join(map(str, repeated[first]))}; give each sample one line"
         )
     cocos = validate_masks(entries)
     return ValidatedPredictions({i: _canonical(coco) for i, coco in cocos.items()}, cocos)
@@ -96,18 +100,29 @@ class ValidatedPredictions(dict):
 
     def __init__(self, masks: dict[str, RLE], cocos: dict[str, dict[str, Any]]) -> None:
         super().__init__(masks)
-        self.checked = {i: (masks[i], cocos[i]) for i in masks}
+        self.checked = (list(masks), list(masks.values()), [cocos[i] for i in masks])
+
+    def checked_forms(self) -> dict[str, dict[str, Any]] | None:
+        """The pycocotools forms of every mask when no id or mask was replaced, added or removed since; else None."""
+        ids, masks, cocos = self.checked
+        if len(self) != len(ids) or any(a is not b for a, b in zip(self.values(), masks, strict=True)):
+            return None
+        if list(self) != ids:
+            return None
+        return dict(zip(ids, cocos, strict=True))
 
 
 def validate_masks(predictions: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Check every mask is RLE that decodes to exactly height*width pixels; return them in pycocotools form."""
     if isinstance(predictions, ValidatedPredictions):
-        checked = predictions.checked
-        unchanged = {i: checked[i][1] for i, value in predictions.items() if i in checked and checked[i][0] is value}
-        if len(unchanged) == len(predictions):
+        unchanged = predictions.checked_forms()
+        if unchanged is not None:
             return unchanged
-        rest = validate_masks({i: v for i, v in predictions.items() if i not in unchanged})
-        return {i: unchanged[i] if i in unchanged else rest[i] for i in predictions}
+        ids, masks, cocos = predictions.checked
+        known = {i: (mask, coco) for i, mask, coco in zip(ids, masks, cocos, strict=True)}
+        kept = {i: known[i][1] for i, value in predictions.items() if i in known and known[i][0] is value}
+        rest = validate_masks({i: v for i, v in predictions.items() if i not in kept})
+        return {i: kept[i] if i in kept else rest[i] for i in predictions}
     ids = list(predictions)
     for sample_id in ids:
         if not isinstance(sample_id, str):

@@ -85,6 +85,22 @@ def to_pycoco(rle: RLE) -> dict[str, Any]:
     return {"size": [height, width], "counts": counts}
 
 
+def _plain_pycoco(rle: Any) -> dict[str, Any] | None:
+    """``to_pycoco`` of the common case (a plain dict, ``[h, w]`` ints, an ASCII counts string) in fewer steps;
+    None for anything else, which ``to_pycoco`` then checks (and explains)."""
+    if type(rle) is not dict:
+        return None
+    size, counts = rle.get("size"), rle.get("counts")
+    if type(size) is not list or len(size) != 2 or type(counts) is not str or not counts.isascii():
+        return None
+    height, width = size
+    if type(height) is not int or type(width) is not int or height <= 0 or width <= 0:
+        return None
+    if height * width > _MAX_PIXELS:
+        return None
+    return {"size": [height, width], "counts": counts.encode("ascii")}
+
+
 def validate(rle: RLE) -> dict[str, Any]:
     """Check that an RLE is safe for pycocotools and covers exactly h*w pixels; return its pycocotools form."""
     return validate_many([rle])[0]
@@ -96,7 +112,7 @@ def validate_many(rles: Sequence[RLE]) -> list[dict[str, Any]]:
     bad: dict[int, str] = {}
     for position, rle in enumerate(rles):
         try:
-            cocos.append(to_pycoco(rle))
+            cocos.append(_plain_pycoco(rle) or to_pycoco(rle))
         except ValueError as error:
             bad[position] = str(error)
             cocos.append({"size": [1, 1], "counts": b""})  # placeholder, reported below

@@ -174,3 +174,22 @@ def test_a_rewritten_folder_is_read_afresh(write_split) -> None:
     assert load_split(first, "validation")["id"] == ["a-0", "b-0"]
     write_split({"validation": ROWS[2:]}, name="same")
     assert load_split(first, "validation")["id"] == ["c-0", "d-0"]
+
+
+def test_a_mask_replaced_after_reading_is_checked_again(references: References, tmp_path: Path) -> None:
+    """``read_predictions`` remembers what it checked; a mask put in afterwards is not waved through."""
+    from eval import read_predictions
+
+    path = tmp_path / "p.jsonl"
+    write_predictions(path, PREDICTIONS.items())
+    predictions = read_predictions(path)
+    assert evaluate(predictions, references, n_bootstrap=0).giou == pytest.approx(0.625)
+
+    predictions["a-0"] = {"size": list(SHAPE), "counts": rle.encode(box(slice(0, 2), slice(0, 4)))["counts"] + "1"}
+    with pytest.raises(PredictionsError, match="'a-0' is not valid RLE"):
+        evaluate(predictions, references, n_bootstrap=0)
+    predictions["a-0"] = rle.encode(box(slice(0, 2), slice(0, 4)))  # now the ground truth itself: IoU 1
+    assert evaluate(predictions, references, n_bootstrap=0).giou == pytest.approx(0.75)
+    del predictions["d-0"]
+    with pytest.raises(PredictionsError, match="'d-0' have no prediction"):
+        evaluate(predictions, references, n_bootstrap=0)
