@@ -9,6 +9,7 @@ so only the first run on a split decodes its PNG masks.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -51,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DATASETS_VERBOSITY", "error")
     from eval.evaluate import References, evaluate
     from eval.predictions import read_predictions
+
+    # What is imported by now lives until exit. Frozen, it is not walked again by each collection that
+    # building a split's worth of small dicts sets off (about 4% of a warm run on 5,000 samples).
+    gc.freeze()
 
     cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
     try:

@@ -29,20 +29,41 @@ def intersection_union(
     masks: Sequence[dict[str, Any]],
     ignores: Sequence[dict[str, Any] | None],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample I and U (int64 arrays) of aligned predictions, ground truths and ignore regions."""
+    """Per-sample I and U (int64 arrays) of aligned predictions, ground truths and ignore regions.
+
+    A merge is only made where both sides have pixels: an intersection with an empty mask is empty,
+    which skips the pycocotools calls for empty predictions and no-target samples.
+    """
     pred_area = areas(list(predictions))
     mask_area = areas(list(masks))
-    both = areas([mask_utils.merge([p, g], intersect=True) for p, g in zip(predictions, masks, strict=True)])
+    both = _intersection_areas(predictions, masks, (pred_area > 0) & (mask_area > 0))
     intersection = both.copy()
     union = pred_area + mask_area - both
-    ignored = [i for i, region in enumerate(ignores) if region is not None]
-    if ignored:
-        pred_in = areas([mask_utils.merge([predictions[i], ignores[i]], intersect=True) for i in ignored])
-        mask_in = areas([mask_utils.merge([masks[i], ignores[i]], intersect=True) for i in ignored])
-        both_in = areas([mask_utils.merge([predictions[i], masks[i], ignores[i]], intersect=True) for i in ignored])
-        intersection[ignored] -= both_in
-        union[ignored] -= pred_in + mask_in - both_in
+    ignored = np.array([region is not None for region in ignores], dtype=bool)
+    if ignored.any():
+        pred_in = _intersection_areas(predictions, ignores, ignored & (pred_area > 0))
+        mask_in = _intersection_areas(masks, ignores, ignored & (mask_area > 0))
+        both_in = _intersection_areas(predictions, masks, ignored & (both > 0), ignores)
+        intersection -= both_in
+        union -= pred_in + mask_in - both_in
     return intersection, union
+
+
+def _intersection_areas(
+    first: Sequence[dict[str, Any] | None],
+    second: Sequence[dict[str, Any] | None],
+    where: np.ndarray,
+    third: Sequence[dict[str, Any] | None] | None = None,
+) -> np.ndarray:
+    """|first ∩ second (∩ third)| per sample where ``where`` holds (every mask there present), 0 elsewhere."""
+    out = np.zeros(len(where), dtype=np.int64)
+    chosen = np.flatnonzero(where).tolist()
+    if third is None:
+        merged = [mask_utils.merge([first[i], second[i]], intersect=True) for i in chosen]
+    else:
+        merged = [mask_utils.merge([first[i], second[i], third[i]], intersect=True) for i in chosen]
+    out[chosen] = areas(merged)
+    return out
 
 
 def resized_intersection_union(

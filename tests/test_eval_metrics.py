@@ -98,6 +98,18 @@ def test_rle_counts_equal_dense_counts(samples: list[tuple[np.ndarray, np.ndarra
         assert union[i] == np.count_nonzero((prediction | truth) & keep)
 
 
+def test_every_mix_of_empty_full_and_partial_masks_in_one_batch_equals_dense_counts() -> None:
+    """Merges are skipped where a side is empty; every combination, ignore region or not, still counts right."""
+    rng = np.random.default_rng(0)
+    kinds = [EMPTY, FULL, box((4, 5), slice(0, 2), slice(1, 4)), rng.random((4, 5)) < 0.5]
+    samples = [(p, g, r) for p in kinds for g in kinds for r in [None, *kinds]]
+    intersection, union = counts(samples)
+    for i, (prediction, truth, ignore) in enumerate(samples):
+        keep = np.ones_like(truth) if ignore is None else ~ignore
+        assert intersection[i] == np.count_nonzero(prediction & truth & keep)
+        assert union[i] == np.count_nonzero((prediction | truth) & keep)
+
+
 def test_nciou_resizes_to_1024_nearest() -> None:
     # A 2x2 image: each pixel becomes a 512x512 block, so counts scale by 512*512 exactly.
     truth = np.array([[1, 1], [0, 0]], dtype=bool)
