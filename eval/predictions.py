@@ -57,7 +57,7 @@ def read_predictions(source: str | Path | bytes) -> dict[str, RLE]:
         if not line or line.isspace():
             continue
         try:
-            entry = _DECODER.decode(line)
+            entry = _decode_line(line)
         except json.JSONDecodeError as error:
             raise PredictionsError(_not_json_message(text, number, error)) from None
         except _TooManyDigits as error:
@@ -160,6 +160,19 @@ def _bounded_int(literal: str) -> int:
 
 
 _DECODER = json.JSONDecoder(parse_int=_bounded_int)
+_JSON_WHITESPACE = json.decoder.WHITESPACE
+
+
+def _decode_line(line: str) -> Any:
+    """``_DECODER.decode(line)``, without its two wrappers when the line starts with the value (the usual
+    case); anything else (leading whitespace, extra data, every error with its message) goes to ``decode``."""
+    try:
+        entry, end = _DECODER.scan_once(line, 0)
+    except StopIteration:
+        return _DECODER.decode(line)
+    if end == len(line) or _JSON_WHITESPACE.match(line, end).end() == len(line):  # e.g. the "\r" of CRLF
+        return entry
+    return _DECODER.decode(line)
 
 
 def _text(source: str | Path | bytes) -> str:

@@ -145,6 +145,12 @@ _PROBLEMS = {
 }
 
 
+# A one-character run's value by character (minus 48): its low 5 bits, less 32 when bit 0x10 (the
+# sign) is set, as uint32 wraps it; characters outside the alphabet are flagged before it matters.
+_ONE_CHARACTER_RUN = np.zeros(256, dtype=np.uint32)
+_ONE_CHARACTER_RUN[:64] = ((np.arange(64) & 0x1F) - 32 * ((np.arange(64) >> 4) & 1)).astype(np.uint32)
+
+
 def _check_counts(counts: Sequence[bytes], pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per compressed string: a problem code (0 = fine, else a key of ``_PROBLEMS``) and the run sum.
 
@@ -176,19 +182,22 @@ def _check_counts(counts: Sequence[bytes], pixels: np.ndarray) -> tuple[np.ndarr
     flag(nonempty[more[last]], 2)
     more[last] = False  # a group never spans two strings
     ends = np.flatnonzero(~more)
-    starts = np.zeros_like(ends)
-    starts[1:] = ends[:-1] + 1
-    group_sizes = ends - starts + 1
-    longest = int(group_sizes.max(initial=0))
-    if longest > _MAX_CHARS_PER_RUN:
-        flag(strings_of(ends[group_sizes > _MAX_CHARS_PER_RUN]), 3)
-
-    values = (chars[starts] & 0x1F).astype(np.uint32)
-    for j in range(1, min(longest, _MAX_CHARS_PER_RUN)):
-        longer = np.flatnonzero(group_sizes > j)
-        values[longer] += (chars[starts[longer] + j] & 0x1F).astype(np.uint32) << np.uint32(5 * j)
-    sign = ((chars[ends] >> 4) & 1).astype(np.uint32)  # bit 0x10 of a group's last character
-    values -= sign << (5 * np.minimum(group_sizes, _MAX_CHARS_PER_RUN)).astype(np.uint32)
+    values = _ONE_CHARACTER_RUN[chars[ends]]  # right for every one-character group: most of them
+    sizes = np.diff(ends, prepend=-1)
+    multi = np.flatnonzero(sizes > 1)
+    if multi.size:
+        multi_sizes = sizes[multi]
+        longest = int(multi_sizes.max())
+        if longest > _MAX_CHARS_PER_RUN:
+            flag(strings_of(ends[multi[multi_sizes > _MAX_CHARS_PER_RUN]]), 3)
+        starts = ends[multi] - multi_sizes + 1
+        value = (chars[starts] & 0x1F).astype(np.uint32)
+        for j in range(1, min(longest, _MAX_CHARS_PER_RUN)):
+            longer = np.flatnonzero(multi_sizes > j)
+            value[longer] += (chars[starts[longer] + j] & 0x1F).astype(np.uint32) << np.uint32(5 * j)
+        sign = ((chars[ends[multi]] >> 4) & 1).astype(np.uint32)  # bit 0x10 of a group's last character
+        value -= sign << (5 * np.minimum(multi_sizes, _MAX_CHARS_PER_RUN)).astype(np.uint32)
+        values[multi] = value
 
     groups = np.diff(np.searchsorted(ends, bounds), prepend=0)  # runs per string
     first = np.cumsum(groups) - groups
