@@ -33,6 +33,8 @@ from tqdm import tqdm
 from eval import References, evaluate, rle
 from eval.contract import load_split
 from eval.report import Report
+from llmseg.data.shapes.anchors import load_anchors
+from llmseg.model.checkpoint import load_weights
 from llmseg.model.config import LLMSegConfig
 from llmseg.model.llmseg import LLMSeg, TrainingBatch
 from llmseg.model.selection import select
@@ -82,6 +84,12 @@ class TrainConfig:
     # times per epoch (the largest N of its tags; integers, others once), so a fine-tune can spend
     # its updates on the question kinds the model fails most (the shapes model's relations).
     tag_weights: str | None = None
+    # Not in the release: the anchor masks of the training questions (a parquet file from
+    # ``python -m llmseg.data shapes-anchors``), the labels of the anchor loss (losses.anchor_weight).
+    anchors: str | None = None
+    # Start from this model folder's weights although the config adds modules to its architecture
+    # (e.g. selector.anchor_geometry); the added modules start from their initialisation.
+    init_weights: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -172,17 +180,23 @@ class TrainingData(torch.utils.data.Dataset):
     runs in DataLoader worker processes; ``collate`` then builds the model's batch.
     """
 
-    def __init__(self, split: datasets.Dataset, prepared: datasets.Dataset) -> None:
+    def __init__(
+        self, split: datasets.Dataset, prepared: datasets.Dataset, anchors: datasets.Dataset | None = None
+    ) -> None:
         if len(split) != len(prepared) or split["id"] != prepared["id"]:
             raise ValueError("the prepared proposals do not match the split (different ids): run prepare again")
+        if anchors is not None and anchors["id"] != split["id"]:
+            raise ValueError("the anchors file does not match the split (different ids): run shapes-anchors on it")
         self.split = split
         self.prepared = prepared
+        self.anchors = anchors
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        """image (HWC uint8), query, proposals (K x H x W bool), target, ignore, id, tags."""
+        """image (HWC uint8), query, proposals (K x H x W bool), target, ignore, id, tags, and the
+        anchor masks (a list) when the data has an anchors file."""
         sample, proposals = self.split[index], self.prepared[index]
         image = image_array(sample["image"])
         height, width = image.shape[:2]
@@ -192,7 +206,7 @@ class TrainingData(torch.utils.data.Dataset):
                 f"the prepared proposals of {sample['id']} are {masks[0].shape[0]}x{masks[0].shape[1]} but its image "
                 f"is {height}x{width}: they come from other data; prepare again into an empty --prepared folder"
             )
-        return {
+        item = {
             "id": sample["id"],
             "image": image,
             "query": sample["query"],
@@ -201,6 +215,9 @@ class TrainingData(torch.utils.data.Dataset):
             "ignore": np.asarray(sample["ignore"].convert("L")) > 127 if sample["ignore"] is not None else None,
             "tags": sample["tags"],
         }
+        if self.anchors is not None:
+            item["anchors"] = [rle.decode(mask) for mask in self.anchors[index]["anchors"]]
+        return item
 
 
 def collate(model: LLMSeg, samples: Sequence[dict[str, Any]]) -> TrainingBatch:
@@ -211,6 +228,7 @@ def collate(model: LLMSeg, samples: Sequence[dict[str, Any]]) -> TrainingBatch:
         [s["proposals"] for s in samples],
         [s["target"] for s in samples],
         ignores=[s["ignore"] for s in samples],
+        anchors=[s["anchors"] for s in samples] if "anchors" in samples[0] else None,
     )
 
 
@@ -425,7 +443,13 @@ def train(
             prepare(config, source, split, prepared_dir, device=device, workers=max(1, train_config.data_workers))
     accelerator.wait_for_everyone()
 
-    train_data = TrainingData(load_split(data, splits[0]), load_prepared(prepared_dir, splits[0]))
+    if config.losses.anchor_weight > 0 and not train_config.anchors:
+        raise ValueError(
+            "losses.anchor_weight > 0 needs the training questions' anchor masks: pass --anchors FILE "
+            "(python -m llmseg.data shapes-anchors writes it)"
+        )
+    anchors = load_anchors(train_config.anchors) if train_config.anchors else None
+    train_data = TrainingData(load_split(data, splits[0]), load_prepared(prepared_dir, splits[0]), anchors)
     validation_split = load_split(sources[1], splits[1])
     validation_prepared = load_prepared(prepared_dir, splits[1])
     if train_config.validation_limit:
@@ -434,7 +458,11 @@ def train(
     validation_set = TrainingData(validation_split, validation_prepared)
     references = References.from_split(validation_split)
 
+    if init_from and train_config.init_weights:
+        raise ValueError("--init-weights starts a config from a model's weights: give --preset a config, not a model")
     model = LLMSeg.from_pretrained(init_from) if init_from else LLMSeg.from_config(config)
+    if train_config.init_weights:
+        load_weights(model, train_config.init_weights, new_modules=True)
     model.train()
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
@@ -596,7 +624,7 @@ def plot_metrics(metrics_csv: str | Path, out_png: str | Path) -> Path:
 
     series = read_metrics(metrics_csv)
     figure, (loss_axis, score_axis) = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
-    for name in ("loss", "ce", "align", "iop", "existence", "val_loss"):
+    for name in ("loss", "ce", "align", "iop", "existence", "anchor", "val_loss"):
         if name in series:
             steps, values = zip(*series[name], strict=True)
             loss_axis.plot(steps, values, label=name, linestyle="--" if name == "val_loss" else "-")

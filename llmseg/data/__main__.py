@@ -6,8 +6,9 @@ import sys
 
 from llmseg.commands import run_command
 from llmseg.data import llmseg40k, reasonseg, shapes
+from llmseg.data.shapes import anchors as shapes_anchors
 
-COMMANDS = (llmseg40k, reasonseg, shapes)
+COMMANDS = (llmseg40k, reasonseg, shapes, shapes_anchors)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,11 +61,18 @@ def save(model: LLMSeg, directory: str | os.PathLike[str]) -> Path:
     return path
 
 
-def load_weights(model: LLMSeg, directory: str | os.PathLike[str]) -> None:
-    """Load the weights ``save`` wrote into a model built from the same config."""
+def load_weights(model: LLMSeg, directory: str | os.PathLike[str], *, new_modules: bool = False) -> None:
+    """Load the weights ``save`` wrote into a model built from the same config.
+
+    ``new_modules``: the model's config may extend the saved one's selector with whole new
+    submodules (a warm start); those keep their initialisation, every other weight must match.
+    """
     path = Path(directory)
     device = str(model.device)
-    _load_strict(model.selector, _require(path / SELECTOR_FILE), device)
+    if new_modules:
+        _load_extending(model.selector, _require(path / SELECTOR_FILE), device)
+    else:
+        _load_strict(model.selector, _require(path / SELECTOR_FILE), device)
 
     region_file = _require(path / REGION_ENCODER_FILE)
     if stores_backbone(model.config):
@@ -148,6 +155,19 @@ def _load_strict(module: nn.Module, file: Path, device: str) -> None:
     except RuntimeError as error:
         first_line = str(error).splitlines()[0]
         raise ValueError(f"{file} does not match the model its config builds ({first_line})") from None
+
+
+def _load_extending(module: nn.Module, file: Path, device: str) -> None:
+    """Load ``file`` into ``module``, whose submodules absent from the file altogether are new."""
+    state = load_file(str(file), device=device)
+    saved_modules = {name.split(".")[0] for name in state}
+    result = module.load_state_dict(state, strict=False)
+    partial = sorted(name for name in result.missing_keys if name.split(".")[0] in saved_modules)
+    if partial or result.unexpected_keys:
+        raise ValueError(
+            f"{file} does not match the model its config builds: missing {partial[:5]}, "
+            f"unexpected {sorted(result.unexpected_keys)[:5]}"
+        )
 
 
 def _describe(result: object) -> str:

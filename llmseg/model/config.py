@@ -148,6 +148,12 @@ class SelectorConfig:
     input_mlp: bool = False
     # Not in the release: a head on the fused query that says whether any target exists.
     existence_head: bool = False
+    # Not in the release: after ``anchor_after`` fusion blocks a head scores which proposal is the
+    # question's anchor ("the square left of *the circle*"), and every proposal then receives its
+    # geometry relative to that soft anchor. Trained by the anchor loss (``losses.anchor_weight``)
+    # on anchor masks from the scene graph; needs ``pairwise_geometry``.
+    anchor_geometry: bool = False
+    anchor_after: int = 2
     dropout: float = 0.0
 
 
@@ -160,6 +166,9 @@ class LossConfig:
     iop_weight: float = 1.0
     existence_weight: float = 1.0
     align_temperature: float = 0.05
+    # Not in the release: cross-entropy of the selector's anchor head against the proposals that
+    # cover the question's anchor object (0 leaves the head to the other losses alone).
+    anchor_weight: float = 0.0
 
 
 @dataclass
@@ -281,3 +290,13 @@ def _validate(config: LLMSegConfig) -> None:
         raise ValueError("proposals.min_region_area must be at least 1")
     if not 0.0 <= config.selection.iop_threshold <= 1.0:
         raise ValueError("selection.iop_threshold must lie in [0, 1]")
+    selector = config.selector
+    if selector.anchor_geometry and not selector.pairwise_geometry:
+        raise ValueError("selector.anchor_geometry=True needs selector.pairwise_geometry=True")
+    if selector.anchor_geometry and not 1 <= selector.anchor_after < selector.depth:
+        raise ValueError(
+            f"selector.anchor_after must lie in [1, {selector.depth - 1}]: a fusion block must read the query "
+            "before the anchor head, and one must follow it"
+        )
+    if config.losses.anchor_weight < 0 or (config.losses.anchor_weight > 0 and not selector.anchor_geometry):
+        raise ValueError("losses.anchor_weight must be zero or more, and above zero only with selector.anchor_geometry")

@@ -17,7 +17,14 @@ from torch import nn
 
 from llmseg.model import checkpoint
 from llmseg.model.config import LLMSegConfig
-from llmseg.model.losses import alignment_loss, existence_loss, iop_loss, overlap_targets
+from llmseg.model.losses import (
+    alignment_loss,
+    anchor_loss,
+    anchor_targets,
+    existence_loss,
+    iop_loss,
+    overlap_targets,
+)
 from llmseg.model.proposals import ProposalGenerator, build_proposal_generator
 from llmseg.model.region_encoder import RegionEncoder, proposal_geometry
 from llmseg.model.selector import Selector, SelectorOutput
@@ -32,7 +39,8 @@ class TrainingBatch:
     (long or short question template). region_pixels: (B, 3, S, S) region-encoder input.
     proposal_masks: (B, K, f, f) float soft masks at the feature-map size, zero past each
     sample's proposals. proposal_valid: (B, K) bool. iou_target, iop_target: (B, K) float.
-    has_target: (B,) bool, False for "no target" questions.
+    has_target: (B,) bool, False for "no target" questions. anchor_target: (B, K) float, each
+    proposal's IoU with the question's anchor objects, when the batch was given anchor masks.
     """
 
     images: list[np.ndarray]
@@ -44,16 +52,20 @@ class TrainingBatch:
     iou_target: torch.Tensor
     iop_target: torch.Tensor
     has_target: torch.Tensor
+    anchor_target: torch.Tensor | None = None
 
     def to(self, device: str | torch.device) -> TrainingBatch:
         tensors = ("region_pixels", "proposal_masks", "proposal_valid", "iou_target", "iop_target", "has_target")
         moved = {name: getattr(self, name).to(device) for name in tensors}
-        return TrainingBatch(images=self.images, queries=self.queries, sentences=self.sentences, **moved)
+        anchor = None if self.anchor_target is None else self.anchor_target.to(device)
+        return TrainingBatch(
+            images=self.images, queries=self.queries, sentences=self.sentences, anchor_target=anchor, **moved
+        )
 
 
 @dataclass
 class LLMSegOutput:
-    """loss: weighted sum of ``losses`` (keys "ce", "align", "iop", and "existence" when the head
+    """loss: weighted sum of ``losses`` (keys "ce", "align", "iop", "existence" when the head
     exists). iop, similarity: (B, K). existence_logit: (B,) or None."""
 
     loss: torch.Tensor
@@ -123,11 +135,13 @@ class LLMSeg(nn.Module):
         *,
         ignores: Sequence[np.ndarray | None] | None = None,
         sentences: Sequence[bool] | None = None,
+        anchors: Sequence[list[np.ndarray]] | None = None,
     ) -> TrainingBatch:
         """Collate B samples: HWC uint8 RGB images, K_i x H x W bool proposals, H x W bool targets.
 
         IoU/IoP targets are measured at the image's resolution (ignore pixels left out); masks are
-        then padded to the batch's largest K and prepared at the feature-map size.
+        then padded to the batch's largest K and prepared at the feature-map size. ``anchors``
+        gives each question's anchor object masks (an empty list for none), for the anchor loss.
         """
         count = len(images)
         if not (len(queries) == len(proposals) == len(targets) == count) or count == 0:
@@ -140,6 +154,9 @@ class LLMSeg(nn.Module):
         valid = torch.zeros(count, width, dtype=torch.bool, device=device)
         iou = torch.zeros(count, width, device=device)
         iop = torch.zeros(count, width, device=device)
+        if anchors is not None and len(anchors) != count:
+            raise ValueError(f"need one list of anchor masks per sample: {len(anchors)} for {count} samples")
+        anchor = torch.zeros(count, width, device=device) if anchors is not None else None
         for row, (sample_masks, target, ignore) in enumerate(zip(proposals, targets, ignores, strict=True)):
             k = len(sample_masks)
             if k:
@@ -148,6 +165,8 @@ class LLMSeg(nn.Module):
                 iou[row, :k] = torch.from_numpy(sample_iou)
                 iop[row, :k] = torch.from_numpy(sample_iop)
                 valid[row, :k] = True
+                if anchor is not None:
+                    anchor[row, :k] = torch.from_numpy(anchor_targets(sample_masks, anchors[row]))
         pixels = torch.stack([self.region_encoder.preprocess(image) for image in images]).to(device)
         return TrainingBatch(
             images=list(images),
@@ -159,6 +178,7 @@ class LLMSeg(nn.Module):
             iou_target=iou,
             iop_target=iop,
             has_target=torch.tensor([bool(np.any(t)) for t in targets], device=device),
+            anchor_target=anchor,
         )
 
     def forward(self, batch: TrainingBatch) -> LLMSegOutput:
@@ -182,6 +202,10 @@ class LLMSeg(nn.Module):
         if scores.existence_logit is not None:
             losses["existence"] = existence_loss(scores.existence_logit, batch.has_target)
             total = total + weights.existence_weight * losses["existence"]
+        # Only batches given anchor masks (training, with --anchors) have the anchor loss.
+        if weights.anchor_weight > 0 and batch.anchor_target is not None and scores.anchor_logit is not None:
+            losses["anchor"] = anchor_loss(scores.anchor_logit, batch.anchor_target, batch.proposal_valid)
+            total = total + weights.anchor_weight * losses["anchor"]
         return LLMSegOutput(
             loss=total,
             losses=losses,

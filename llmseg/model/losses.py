@@ -70,6 +70,30 @@ def iop_loss(iop_pred: torch.Tensor, iop_target: torch.Tensor, valid: torch.Tens
     return _mean_over_samples(per_sample, valid)
 
 
+ANCHOR_IOU = 0.5  # a proposal this close to an anchor object counts as that anchor
+
+
+def anchor_targets(proposal_masks: np.ndarray, anchors: list[np.ndarray]) -> np.ndarray:
+    """(K,) float32: each K x H x W proposal's best IoU with any of the question's anchor masks (0 if none)."""
+    if not anchors:
+        return np.zeros(len(proposal_masks), np.float32)
+    return np.max([overlap_targets(proposal_masks, anchor)[0] for anchor in anchors], axis=0)
+
+
+def anchor_loss(logit: torch.Tensor, anchor_iou: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the (B, K) anchor logits against the proposals with IoU >= 0.5 with an anchor
+    (shared equally), over the rows that have such a proposal; zero when no row has one."""
+    hits = (anchor_iou >= ANCHOR_IOU) & valid
+    rows = hits.any(dim=1)
+    if not rows.any():
+        return logit.sum() * 0.0
+    lowest = torch.finfo(logit.dtype).min
+    log_probability = torch.log_softmax(logit.masked_fill(~valid, lowest), dim=1)
+    target = hits.to(logit.dtype) / hits.sum(dim=1, keepdim=True).clamp_min(1)
+    per_row = -(target * torch.where(hits, log_probability, 0.0)).sum(dim=1)
+    return per_row[rows].mean()
+
+
 def existence_loss(logit: torch.Tensor, has_target: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of the (B,) "any target" logits against (B,) bool labels."""
     return F.binary_cross_entropy_with_logits(logit, has_target.to(logit.dtype))

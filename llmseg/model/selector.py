@@ -35,12 +35,14 @@ class SelectorOutput:
     each fused proposal's embedding and ``query``, in [-1, 1]. query: (B, D) the projected
     ``<SEG>`` state (or mean projected token state, per ``similarity_query``) before fusion.
     existence_logit: (B,) "any target at all" logit, when the config enables that head.
+    anchor_logit: (B, K) "this proposal is the question's anchor" logits, with ``anchor_geometry``.
     """
 
     iop: torch.Tensor
     similarity: torch.Tensor
     query: torch.Tensor
     existence_logit: torch.Tensor | None = None
+    anchor_logit: torch.Tensor | None = None
 
 
 PAIR_FEATURES = 5  # per proposal pair: dx, dy, distance, log size ratio, size difference
@@ -106,6 +108,22 @@ def pair_features(geometry: torch.Tensor) -> torch.Tensor:
     return torch.stack([dx, dy, distance, ratio, difference], dim=-1)
 
 
+ANCHOR_FEATURES = PAIR_FEATURES + 1  # geometry relative to the soft anchor, and the own anchor weight
+
+
+def anchor_relative_geometry(anchor_logit: torch.Tensor, valid: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    """(B, K) anchor logits, (B, K) valid, (B, K, K, 5) pair geometry -> (B, K, 6).
+
+    Each proposal's pair geometry towards every proposal, averaged with the anchor softmax as
+    weights (where the anchor is, seen from this proposal), plus its own anchor weight, so the
+    anchor itself can tell it is not the answer.
+    """
+    lowest = torch.finfo(anchor_logit.dtype).min
+    weights = torch.softmax(anchor_logit.masked_fill(~valid, lowest), dim=1) * valid
+    relative = torch.einsum("bk,bqkf->bqf", weights, pairs)
+    return torch.cat([relative, weights[..., None]], dim=-1)
+
+
 class FusionBlock(TwoWayAttentionBlock):
     """``TwoWayAttentionBlock`` (same parameters) run with zero positional encodings and padding masks."""
 
@@ -152,6 +170,13 @@ class Selector(nn.Module):
             self.pair_values = nn.ModuleList(
                 nn.Linear(config.num_heads * PAIR_FEATURES, dim) for _ in range(config.depth)
             )
+        if config.anchor_geometry:
+            self.anchor_head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 1))
+            self.anchor_projection = nn.Sequential(nn.Linear(ANCHOR_FEATURES, dim), nn.ReLU(), nn.Linear(dim, dim))
+            # Zero output at initialisation: a model warm-started from one without the anchor path
+            # begins exactly where that model was.
+            nn.init.zeros_(self.anchor_projection[-1].weight)
+            nn.init.zeros_(self.anchor_projection[-1].bias)
         self.final_attn = Attention(dim, config.num_heads)
         self.norm_final_attn = nn.LayerNorm(dim)
         self.iop_head = nn.Sequential(
@@ -217,7 +242,12 @@ class Selector(nn.Module):
         proposals = proposal_features
         if self.input_mlp is not None:
             proposals = proposals + self.input_mlp(proposals)
-        for block, relation in zip(self.blocks, relations, strict=True):
+        anchor_logit = None
+        for index, (block, relation) in enumerate(zip(self.blocks, relations, strict=True)):
+            if self.config.anchor_geometry and index == self.config.anchor_after:
+                anchor_logit = self.anchor_head(proposals).squeeze(-1)
+                anchor = anchor_relative_geometry(anchor_logit, proposal_valid, pairs)
+                proposals = proposals + self.anchor_projection(anchor)
             proposals, keys = block(proposals, keys, proposal_valid, key_valid, relation)
         proposals = self.norm_final_attn(
             proposals + masked_attention(self.final_attn, proposals, keys, keys, key_valid)
@@ -227,4 +257,6 @@ class Selector(nn.Module):
         similarity = F.cosine_similarity(self.embedding_head(proposals), query[:, None], dim=-1, eps=1e-8)
         # The fused <SEG> key has attended to every proposal: a summary of the whole scene for this query.
         existence = self.existence_head(keys[:, 0]).squeeze(-1) if self.existence_head is not None else None
-        return SelectorOutput(iop=iop, similarity=similarity, query=query, existence_logit=existence)
+        return SelectorOutput(
+            iop=iop, similarity=similarity, query=query, existence_logit=existence, anchor_logit=anchor_logit
+        )
