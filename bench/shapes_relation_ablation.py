@@ -7,6 +7,8 @@ graph, so the anchor object of a relation question is known) and records, per qu
   fitting the description (the right kind, wrong place), some other object, empty while a target
   exists, or a mask for a no-target question;
 - whether the anchor object (and the target) is among the proposals (best proposal IoU >= 0.9);
+- for a model with the anchor path (``selector.anchor_geometry``), whether its anchor head's top
+  proposal is the anchor object (IoU >= 0.5);
 - in the last fusion block's proposal self-attention, the weight the target proposal gives the
   anchor proposal, against the uniform 1/K; and in the final proposals->text attention, the
   share of the target proposal's attention on the anchor's words, the described words and the
@@ -107,6 +109,8 @@ def phrase_words(filter_: Filter) -> set[str]:
 def analyse(model: LLMSeg, seed: int, split: str, count: int) -> list[dict[str, Any]]:
     segmenter = Segmenter(model, cache_size=0)
     rows = []
+    anchor_logits: list[torch.Tensor | None] = [None]
+    model.selector.register_forward_hook(lambda _m, _i, out: anchor_logits.__setitem__(0, out.anchor_logit))
     with torch.no_grad(), AttentionRecorder(model.selector) as recorder:
         for index in range(count):
             generated = generate_sample(seed, split, index)
@@ -128,6 +132,9 @@ def analyse(model: LLMSeg, seed: int, split: str, count: int) -> list[dict[str, 
             if anchor_masks:
                 anchor_hits = [best_proposal(masks, a) for a in anchor_masks]
                 row["anchor_in_proposals"] = all(score >= PRESENT_IOU for _, score in anchor_hits)
+                if anchor_logits[0] is not None and len(masks):
+                    top = masks[int(anchor_logits[0][0, : len(masks)].argmax())]
+                    row["anchor_head_right"] = any(iou(top, a) >= 0.5 for a in anchor_masks)
             if target.any():
                 target_index, target_score = best_proposal(masks, target)
                 row["target_in_proposals"] = target_score >= PRESENT_IOU
@@ -216,6 +223,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         entry["target_in_proposals"] = float(np.mean(targets)) if targets else None
         anchors = [r["anchor_in_proposals"] for r in tag_rows if "anchor_in_proposals" in r]
         entry["anchor_in_proposals"] = float(np.mean(anchors)) if anchors else None
+        head = [r["anchor_head_right"] for r in tag_rows if "anchor_head_right" in r]
+        if head:
+            entry["anchor_head_right"] = float(np.mean(head))
         attention = [(r["self_attention_to_anchor"], r["uniform"]) for r in tag_rows if "uniform" in r]
         if attention:
             entry["self_attention_to_anchor"] = float(np.mean([a for a, _ in attention]))
@@ -314,7 +324,8 @@ def main() -> None:
         outcomes = ", ".join(f"{k} {v:.2f}" for k, v in entry["outcomes"].items() if v)
         print(
             f"{tag:14s} n={entry['n']:4d} gIoU {entry['giou']:.3f} anchor-in {entry.get('anchor_in_proposals')} "
-            f"attn->anchor {entry.get('self_attention_to_anchor')} | {outcomes}"
+            f"attn->anchor {entry.get('self_attention_to_anchor')} anchor-head {entry.get('anchor_head_right')} "
+            f"| {outcomes}"
         )
     print(f"wrote {out}")
 
