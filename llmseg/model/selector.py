@@ -171,7 +171,10 @@ class Selector(nn.Module):
                 nn.Linear(config.num_heads * PAIR_FEATURES, dim) for _ in range(config.depth)
             )
         if config.anchor_geometry:
-            self.anchor_head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 1))
+            # The anchor is named by a few words of the query: a score per key pools them into an
+            # anchor query, and the proposals are matched with it as the answer is with the query.
+            self.anchor_words = nn.Linear(dim, 1)
+            self.anchor_embedding = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
             self.anchor_projection = nn.Sequential(nn.Linear(ANCHOR_FEATURES, dim), nn.ReLU(), nn.Linear(dim, dim))
             # Zero output at initialisation: a model warm-started from one without the anchor path
             # begins exactly where that model was.
@@ -245,7 +248,7 @@ class Selector(nn.Module):
         anchor_logit = None
         for index, (block, relation) in enumerate(zip(self.blocks, relations, strict=True)):
             if self.config.anchor_geometry and index == self.config.anchor_after:
-                anchor_logit = self.anchor_head(proposals).squeeze(-1)
+                anchor_logit = self.anchor_logits(proposals, keys, key_valid)
                 anchor = anchor_relative_geometry(anchor_logit, proposal_valid, pairs)
                 proposals = proposals + self.anchor_projection(anchor)
             proposals, keys = block(proposals, keys, proposal_valid, key_valid, relation)
@@ -260,3 +263,11 @@ class Selector(nn.Module):
         return SelectorOutput(
             iop=iop, similarity=similarity, query=query, existence_logit=existence, anchor_logit=anchor_logit
         )
+
+    def anchor_logits(self, proposals: torch.Tensor, keys: torch.Tensor, key_valid: torch.Tensor) -> torch.Tensor:
+        """(B, K) "this proposal is the anchor" logits: each proposal's anchor embedding against the
+        query words pooled by their anchor-word scores."""
+        lowest = torch.finfo(keys.dtype).min
+        word_weights = torch.softmax(self.anchor_words(keys).squeeze(-1).masked_fill(~key_valid, lowest), dim=1)
+        anchor_query = torch.einsum("bt,btd->bd", word_weights, keys)
+        return torch.einsum("bkd,bd->bk", self.anchor_embedding(proposals), anchor_query) / math.sqrt(keys.shape[-1])
