@@ -90,6 +90,9 @@ class TrainConfig:
     # Start from this model folder's weights although the config adds modules to its architecture
     # (e.g. selector.anchor_geometry); the added modules start from their initialisation.
     init_weights: str | None = None
+    # With init_weights: the added modules learn at this multiple of learning_rate (they start from
+    # scratch while everything else is fine-tuned at a low rate).
+    new_modules_lr_scale: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -139,8 +142,8 @@ def train_config_for(preset: str, overrides: dict[str, Any] | None = None) -> Tr
             raise ValueError(f"{name} must be one of {', '.join(typing.get_args(hint))}")
     if min(config.eval_every, config.checkpoint_every, config.log_every, config.validation_batch_size) < 1:
         raise ValueError("eval_every, checkpoint_every, log_every and validation_batch_size must be at least 1")
-    if config.learning_rate <= 0 or config.max_grad_norm <= 0:
-        raise ValueError("learning_rate and max_grad_norm must be positive")
+    if config.learning_rate <= 0 or config.max_grad_norm <= 0 or config.new_modules_lr_scale <= 0:
+        raise ValueError("learning_rate, max_grad_norm and new_modules_lr_scale must be positive")
     if config.warmup_steps < 0 or config.data_workers < 0 or config.weight_decay < 0:
         raise ValueError("warmup_steps, data_workers and weight_decay must be zero or more")
     if config.torch_threads is not None and config.torch_threads < 1:
@@ -461,12 +464,18 @@ def train(
     if init_from and train_config.init_weights:
         raise ValueError("--init-weights starts a config from a model's weights: give --preset a config, not a model")
     model = LLMSeg.from_pretrained(init_from) if init_from else LLMSeg.from_config(config)
+    fresh = set()
     if train_config.init_weights:
-        load_weights(model, train_config.init_weights, new_modules=True)
+        fresh = set(load_weights(model, train_config.init_weights, new_modules=True))
     model.train()
-    parameters = [p for p in model.parameters() if p.requires_grad]
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    parameters = [p for _, p in trainable]
+    groups = [{"params": [p for name, p in trainable if name not in fresh]}]
+    if fresh:
+        scaled = train_config.learning_rate * train_config.new_modules_lr_scale
+        groups.append({"params": [p for name, p in trainable if name in fresh], "lr": scaled})
     optimizer = torch.optim.AdamW(
-        parameters,
+        groups,
         lr=train_config.learning_rate,
         betas=(train_config.adam_beta1, train_config.adam_beta2),
         weight_decay=train_config.weight_decay,

@@ -219,7 +219,9 @@ def test_training_with_the_anchor_loss_from_the_committed_weights(tmp_path: Path
     anchors = write_anchors(tmp_path / "data", "train", 5, tmp_path / "anchors.parquet")
     config = anchor_config(LLMSegConfig.from_pretrained("llmseg/presets/shapes"))
     settings = {"steps": 2, "batch_size": 4, "log_every": 1, "validation_split": "train", "validation_limit": 4}
-    settings |= {"init_weights": "llmseg/presets/shapes", "data_workers": 0}
+    settings |= {"init_weights": "llmseg/presets/shapes", "data_workers": 0, "new_modules_lr_scale": 10.0}
+    with pytest.raises(ValueError, match="new_modules_lr_scale must be positive"):
+        train_config_for("shapes", settings | {"new_modules_lr_scale": 0.0})
     run = dict(prepared_dir=tmp_path / "prepared")
     with pytest.raises(ValueError, match="needs the training questions' anchor masks"):
         train(config, str(tmp_path / "data"), tmp_path / "no-anchors", train_config_for("shapes", settings), **run)
@@ -235,3 +237,7 @@ def test_training_with_the_anchor_loss_from_the_committed_weights(tmp_path: Path
     assert [step for step, _ in logged["anchor"]] == [1, 2]
     assert all(0 <= value < 10 for _, value in logged["anchor"]) and any(value > 0 for _, value in logged["anchor"])
     assert LLMSeg.from_pretrained(output / "best").config.selector.anchor_geometry
+    # Only the anchor modules are new to the committed weights, so only they learn at the scaled rate.
+    fresh = load_weights(LLMSeg.from_config(config), "llmseg/presets/shapes", new_modules=True)
+    assert fresh and all(name.startswith(("selector.anchor_words", "selector.anchor_embedding",
+                                          "selector.anchor_projection")) for name in fresh)  # fmt: skip

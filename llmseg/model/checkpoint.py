@@ -61,16 +61,18 @@ def save(model: LLMSeg, directory: str | os.PathLike[str]) -> Path:
     return path
 
 
-def load_weights(model: LLMSeg, directory: str | os.PathLike[str], *, new_modules: bool = False) -> None:
+def load_weights(model: LLMSeg, directory: str | os.PathLike[str], *, new_modules: bool = False) -> list[str]:
     """Load the weights ``save`` wrote into a model built from the same config.
 
     ``new_modules``: the model's config may extend the saved one's selector with whole new
     submodules (a warm start); those keep their initialisation, every other weight must match.
+    Returns the names (as in ``model.named_parameters``) of the weights left at initialisation.
     """
     path = Path(directory)
     device = str(model.device)
+    fresh: list[str] = []
     if new_modules:
-        _load_extending(model.selector, _require(path / SELECTOR_FILE), device)
+        fresh = [f"selector.{name}" for name in _load_extending(model.selector, _require(path / SELECTOR_FILE), device)]
     else:
         _load_strict(model.selector, _require(path / SELECTOR_FILE), device)
 
@@ -92,6 +94,7 @@ def load_weights(model: LLMSeg, directory: str | os.PathLike[str], *, new_module
         result = set_peft_model_state_dict(model.vlm.model, adapter)
         if result.unexpected_keys:
             raise ValueError(f"{path / ADAPTER_DIR} does not match the config's LoRA settings: {_describe(result)}")
+    return fresh
 
 
 def resolve(name_or_path: str | os.PathLike[str]) -> tuple[LLMSegConfig, Path | None]:
@@ -157,8 +160,9 @@ def _load_strict(module: nn.Module, file: Path, device: str) -> None:
         raise ValueError(f"{file} does not match the model its config builds ({first_line})") from None
 
 
-def _load_extending(module: nn.Module, file: Path, device: str) -> None:
-    """Load ``file`` into ``module``, whose submodules absent from the file altogether are new."""
+def _load_extending(module: nn.Module, file: Path, device: str) -> list[str]:
+    """Load ``file`` into ``module``, whose submodules absent from the file altogether are new;
+    returns the new weights' names."""
     state = load_file(str(file), device=device)
     saved_modules = {name.split(".")[0] for name in state}
     result = module.load_state_dict(state, strict=False)
@@ -168,6 +172,7 @@ def _load_extending(module: nn.Module, file: Path, device: str) -> None:
             f"{file} does not match the model its config builds: missing {partial[:5]}, "
             f"unexpected {sorted(result.unexpected_keys)[:5]}"
         )
+    return sorted(result.missing_keys)
 
 
 def _describe(result: object) -> str:
