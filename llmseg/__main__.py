@@ -1,7 +1,7 @@
 """``llmseg <command>``, or ``python -m llmseg <command>``: every command line of the project.
 
 The model's (predict, prepare, train, convert-official), the dataset builders of
-``python -m llmseg.data`` (convert-llmseg40k, convert-reasonseg, make-shapes), and, each with a
+``python -m llmseg.data`` (convert-llmseg40k, convert-reasonseg, make-shapes, shapes-anchors), and, each with a
 command line of its own, ``datagen`` (``python -m llmseg.datagen``), ``eval`` (``python -m eval``)
 and ``leaderboard`` (``python -m leaderboard``). Like app.py this entry point sits on top of the
 layers: it imports the leaderboard only when ``leaderboard`` runs, and nothing in llmseg/ imports it.

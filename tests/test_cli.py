@@ -14,7 +14,16 @@ import eval.__main__ as eval_main
 from eval import rle, write_predictions
 from llmseg.__main__ import console, main
 
-COMMANDS = ("predict", "prepare", "train", "convert-official", "convert-llmseg40k", "convert-reasonseg", "make-shapes")
+COMMANDS = (
+    "predict",
+    "prepare",
+    "train",
+    "convert-official",
+    "convert-llmseg40k",
+    "convert-reasonseg",
+    "make-shapes",
+    "shapes-anchors",
+)
 TRUTH = {f"img{i}": np.arange(35).reshape(5, 7) < 5 * i for i in range(1, 4)}
 
 
