@@ -28,6 +28,16 @@ from llmseg.prepare import prepare
 from llmseg.train import read_metrics, train, train_config_for
 
 HIDDEN = 24
+FIRST_EDITION = "llmseg/configs/shapes-first-edition.json"  # the shapes config without the anchor path
+
+
+@pytest.fixture(scope="module")
+def first_edition(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved model of the first edition's architecture (random weights), to warm-start from."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("first-edition") / "model"
+    LLMSeg.from_config(LLMSegConfig.from_pretrained(FIRST_EDITION)).save_pretrained(folder)
+    return folder
 
 
 def boxes(batch: int = 2, count: int = 5, seed: int = 1) -> torch.Tensor:
@@ -91,12 +101,12 @@ def anchor_config(base: LLMSegConfig, **selector: object) -> LLMSegConfig:
     return LLMSegConfig.from_dict(data)
 
 
-def test_warm_start_without_the_anchor_path_scores_exactly_as_before(tmp_path: Path) -> None:
+def test_warm_start_without_the_anchor_path_scores_exactly_as_before(first_edition: Path) -> None:
     torch.manual_seed(0)
-    shapes = LLMSegConfig.from_pretrained("llmseg/presets/shapes")
-    base = LLMSeg.from_pretrained("llmseg/presets/shapes").eval()
+    shapes = LLMSegConfig.from_pretrained(FIRST_EDITION)
+    base = LLMSeg.from_pretrained(first_edition).eval()
     extended = LLMSeg.from_config(anchor_config(shapes))
-    load_weights(extended, "llmseg/presets/shapes", new_modules=True)
+    load_weights(extended, first_edition, new_modules=True)
     extended.eval()
     generated = [generate_sample(0, "validation", index) for index in (6, 8)]
     images = [np.asarray(_image(g)) for g in generated]
@@ -114,13 +124,12 @@ def test_warm_start_without_the_anchor_path_scores_exactly_as_before(tmp_path: P
     assert "anchor" in after.losses and "anchor" not in before.losses
     # Strict loading still refuses the older checkpoint for the extended config.
     with pytest.raises(ValueError, match="does not match"):
-        load_weights(LLMSeg.from_config(anchor_config(shapes)), "llmseg/presets/shapes")
+        load_weights(LLMSeg.from_config(anchor_config(shapes)), first_edition)
 
 
-def test_a_checkpoint_missing_part_of_a_saved_module_is_refused(tmp_path: Path) -> None:
-    shapes = LLMSegConfig.from_pretrained("llmseg/presets/shapes")
-    model = LLMSeg.from_pretrained("llmseg/presets/shapes")
-    model.save_pretrained(tmp_path / "model")
+def test_a_checkpoint_missing_part_of_a_saved_module_is_refused(first_edition: Path, tmp_path: Path) -> None:
+    shapes = LLMSegConfig.from_pretrained(FIRST_EDITION)
+    LLMSeg.from_pretrained(first_edition).save_pretrained(tmp_path / "model")
     from safetensors.torch import load_file, save_file
 
     selector_file = tmp_path / "model" / "selector.safetensors"
@@ -140,7 +149,7 @@ def test_a_checkpoint_missing_part_of_a_saved_module_is_refused(tmp_path: Path) 
     ],
 )
 def test_bad_anchor_settings_are_clear_errors(selector: dict, message: str) -> None:
-    shapes = LLMSegConfig.from_pretrained("llmseg/presets/shapes")
+    shapes = LLMSegConfig.from_pretrained(FIRST_EDITION)
     with pytest.raises(ValueError, match=message):
         anchor_config(shapes, **selector)
     data = shapes.to_dict()
@@ -213,13 +222,18 @@ def test_anchors_file_round_trip_and_wrong_seed(tmp_path: Path) -> None:
         load_anchors(tmp_path / "missing.parquet")
 
 
-def test_training_with_the_anchor_loss_from_the_committed_weights(tmp_path: Path) -> None:
+def test_the_committed_shapes_model_has_the_anchor_path() -> None:
+    config = LLMSeg.from_pretrained("shapes").config
+    assert config.selector.anchor_geometry and config.losses.anchor_weight > 0
+
+
+def test_training_with_the_anchor_loss_from_a_first_edition_model(first_edition: Path, tmp_path: Path) -> None:
     make_shapes(tmp_path / "data", train=12, validation=0, test=0, seed=5)
     prepare(get_preset("shapes"), str(tmp_path / "data"), "train", tmp_path / "prepared")
     anchors = write_anchors(tmp_path / "data", "train", 5, tmp_path / "anchors.parquet")
-    config = anchor_config(LLMSegConfig.from_pretrained("llmseg/presets/shapes"))
+    config = get_preset("shapes")  # the preset's own config: the first edition's plus the anchor path
     settings = {"steps": 2, "batch_size": 4, "log_every": 1, "validation_split": "train", "validation_limit": 4}
-    settings |= {"init_weights": "llmseg/presets/shapes", "data_workers": 0, "new_modules_lr_scale": 10.0}
+    settings |= {"init_weights": str(first_edition), "data_workers": 0, "new_modules_lr_scale": 10.0}
     with pytest.raises(ValueError, match="new_modules_lr_scale must be positive"):
         train_config_for("shapes", settings | {"new_modules_lr_scale": 0.0})
     run = dict(prepared_dir=tmp_path / "prepared")
@@ -228,7 +242,7 @@ def test_training_with_the_anchor_loss_from_the_committed_weights(tmp_path: Path
     with pytest.raises(ValueError, match="give --preset a config, not a model"):
         train(
             config, str(tmp_path / "data"), tmp_path / "both",
-            train_config_for("shapes", settings | {"anchors": str(anchors)}), init_from="llmseg/presets/shapes", **run,
+            train_config_for("shapes", settings | {"anchors": str(anchors)}), init_from=str(first_edition), **run,
         )  # fmt: skip
     output = tmp_path / "run"
     with_anchors = train_config_for("shapes", settings | {"anchors": str(anchors)})
@@ -238,6 +252,6 @@ def test_training_with_the_anchor_loss_from_the_committed_weights(tmp_path: Path
     assert all(0 <= value < 10 for _, value in logged["anchor"]) and any(value > 0 for _, value in logged["anchor"])
     assert LLMSeg.from_pretrained(output / "best").config.selector.anchor_geometry
     # Only the anchor modules are new to the committed weights, so only they learn at the scaled rate.
-    fresh = load_weights(LLMSeg.from_config(config), "llmseg/presets/shapes", new_modules=True)
+    fresh = load_weights(LLMSeg.from_config(config), first_edition, new_modules=True)
     assert fresh and all(name.startswith(("selector.anchor_words", "selector.anchor_embedding",
                                           "selector.anchor_projection")) for name in fresh)  # fmt: skip

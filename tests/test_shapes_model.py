@@ -48,5 +48,6 @@ def test_the_model_folder_documents_how_it_was_made():
     card = (WEIGHTS / "README.md").read_text()
     seed = json.loads((WEIGHTS / "train_config.json").read_text())["seed"]
     assert "python -m llmseg train --preset shapes" in card and f"seed {seed}" in card
+    assert "--anchors" in card and "shapes-first-edition.json" in card  # all three stages
     for name in ("metrics.csv", "training.png", "train_config.json", "validation_report.json", "test_report.json"):
         assert (WEIGHTS / name).is_file(), name

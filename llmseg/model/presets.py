@@ -14,6 +14,7 @@ from typing import Any
 
 from llmseg.model.config import (
     LLMSegConfig,
+    LossConfig,
     ProposalConfig,
     RegionEncoderConfig,
     SelectionConfig,
@@ -128,7 +129,10 @@ def shapes() -> LLMSegConfig:
     is the mean query-token state, proposals attend to each other through their relative geometry,
     pooled features keep position (2-D encoding), shape (mask-crop embedding), colour (the image's
     RGB added to the map) and extent (box and area embedding), an existence head decides "no
-    target", and the rule is top-1 by similarity union IoP > 0.9 (see the README's *Training*).
+    target", the rule is top-1 by similarity union IoP > 0.9, and an anchor head finds the object
+    a relation names so every proposal sees where it is (trained with the anchor loss: train it
+    with ``--anchors``; ``llmseg/configs/shapes-first-edition.json`` is the config without it).
+    See the README's *Training*.
     """
     from llmseg.data.shapes import vocabulary  # only this preset needs the synthetic world's words
 
@@ -168,7 +172,10 @@ def shapes() -> LLMSegConfig:
             similarity_query="tokens",
             pairwise_geometry=True,
             existence_head=True,
+            anchor_geometry=True,
+            anchor_after=2,
         ),
+        losses=LossConfig(anchor_weight=1.0),
         selection=SelectionConfig(rule="top1_or_threshold", iop_threshold=0.9, existence_gate=True),
     )
 
