@@ -122,7 +122,11 @@ def test_installed_package_runs_from_outside_the_checkout(tmp_path: Path) -> Non
         installed = Path(inspected[key]).resolve()
         assert installed.is_relative_to(env_dir.resolve()), f"{key} {installed} is not the installed copy"
     assert inspected["weight_files"] == ["region_encoder.safetensors", "selector.safetensors", "vlm.safetensors"]
-    assert inspected["prompt"] == "ask_v1" and inspected["configs"] == ["deepspeed_zero2.yaml", "shapes-official.json"]
+    assert inspected["prompt"] == "ask_v1" and inspected["configs"] == [
+        "deepspeed_zero2.yaml",
+        "shapes-first-edition.json",
+        "shapes-official.json",
+    ]
 
     usage = _run([bin_dir / "llmseg", "--help"], outside, env).stdout
     assert usage.startswith("usage: llmseg")
