@@ -20,7 +20,7 @@ Scaling: N = 1k, 5k, 20k, 40k at 640x480 and N = 1k at 1920x1080 (the dense refe
 runs in reasonable time: N <= 5k). The 20k and 40k caches are seeded with the known RLE under the
 fingerprint ``python -m eval`` computes (decoding 40k PNGs cold is what the cache exists to avoid).
 The load average before and after is recorded: the machine is shared, so read the CPU seconds
-(and the CPU ratio) beside the wall seconds. Writes ``bench/results/eval_speed.json``.
+(and the CPU ratio) beside the wall seconds. Writes ``bench/results/eval_speed.json`` (or ``--out``).
 
     .venv/bin/python bench/eval_speed.py [--sizes 1000 5000 20000 40000] [--repeats 3]
 """
@@ -306,6 +306,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000, 40000])
     parser.add_argument("--hd-samples", type=int, default=1000, help="samples of the 1920x1080 split")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default {RESULTS.relative_to(ROOT)})")
     args = parser.parse_args()
     load_before = os.getloadavg()
     rows = []
@@ -333,8 +334,8 @@ def main() -> None:
         "load_average_1_5_15_min": {"before": list(load_before), "after": list(os.getloadavg())},
     }
     print(json.dumps(result["targets"], indent=2))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def _targets(rows: list[dict]) -> dict:
