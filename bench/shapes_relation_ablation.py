@@ -32,8 +32,9 @@ import numpy as np
 import torch
 
 import llmseg.model.selector as selector_module
+from llmseg.data.shapes.anchors import anchor_filters
 from llmseg.data.shapes.generate import generate_sample
-from llmseg.data.shapes.queries import Between, Filter, SceneFacts, _the
+from llmseg.data.shapes.queries import Filter, SceneFacts, _the
 from llmseg.data.shapes.questions import tokenize
 from llmseg.model.llmseg import LLMSeg
 from llmseg.pipeline import Segmenter
@@ -89,13 +90,6 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else np.count_nonzero(a & b) / union
 
 
-def anchors_of(query: Any) -> list[Filter]:
-    if isinstance(query, Between):
-        return [query.first, query.second]
-    anchor = getattr(query, "anchor", None)
-    return [anchor] if isinstance(anchor, Filter) else []
-
-
 def best_proposal(masks: np.ndarray, target: np.ndarray) -> tuple[int, float]:
     scores = [iou(mask, target) for mask in masks]
     index = int(np.argmax(scores)) if scores else -1
@@ -127,7 +121,7 @@ def analyse(model: LLMSeg, seed: int, split: str, count: int) -> list[dict[str, 
                 "iou": iou(result.mask, target),
                 "proposals": len(masks),
             }
-            anchor_masks = [scene.masks[_the(a, facts).index] for a in anchors_of(question.query)]
+            anchor_masks = [scene.masks[_the(a, facts).index] for a in anchor_filters(question.query)]
             row["outcome"] = outcome(result.mask, target, anchor_masks, question, scene, facts)
             if anchor_masks:
                 anchor_hits = [best_proposal(masks, a) for a in anchor_masks]
@@ -184,7 +178,7 @@ def word_shares(final: torch.Tensor | None, proposal: int, query: str, question:
     if len(weights) != len(words) + 1:
         return None
     anchor_words: set[str] = set()
-    for anchor in anchors_of(question.query):
+    for anchor in anchor_filters(question.query):
         anchor_words |= phrase_words(anchor)
     described = getattr(question.query, "filter", None)
     described_words = phrase_words(described) if isinstance(described, Filter) else set()

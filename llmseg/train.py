@@ -33,7 +33,6 @@ from tqdm import tqdm
 from eval import References, evaluate, rle
 from eval.contract import load_split
 from eval.report import Report
-from llmseg.data.shapes.anchors import load_anchors
 from llmseg.model.checkpoint import load_weights
 from llmseg.model.config import LLMSegConfig
 from llmseg.model.llmseg import LLMSeg, TrainingBatch
@@ -451,7 +450,11 @@ def train(
             "losses.anchor_weight > 0 needs the training questions' anchor masks: pass --anchors FILE "
             "(python -m llmseg.data shapes-anchors writes it)"
         )
-    anchors = load_anchors(train_config.anchors) if train_config.anchors else None
+    anchors = None
+    if train_config.anchors:
+        from llmseg.data.shapes.anchors import load_anchors  # only anchored training reads the synthetic world
+
+        anchors = load_anchors(train_config.anchors)
     train_data = TrainingData(load_split(data, splits[0]), load_prepared(prepared_dir, splits[0]), anchors)
     validation_split = load_split(sources[1], splits[1])
     validation_prepared = load_prepared(prepared_dir, splits[1])

@@ -30,11 +30,15 @@ COMPACT_RLE = {"size": [datasets.Value("int32")], "counts": datasets.Value("stri
 FEATURES = datasets.Features({"id": datasets.Value("string"), "anchors": [COMPACT_RLE]})
 
 
+def anchor_filters(query: Any) -> list[Filter]:
+    """The descriptions of the objects a query names besides its answer (empty when it names none)."""
+    return [getattr(query, name) for name in ANCHOR_FIELDS if isinstance(getattr(query, name, None), Filter)]
+
+
 def anchor_masks(generated: GeneratedSample) -> list[np.ndarray]:
     """H x W bool masks of the objects the question's anchors name (empty when it names none)."""
     facts = SceneFacts(generated.scene)
-    query = generated.question.query
-    filters = [getattr(query, name) for name in ANCHOR_FIELDS if isinstance(getattr(query, name, None), Filter)]
+    filters = anchor_filters(generated.question.query)
     return [np.asarray(generated.scene.masks[_the(anchor, facts).index], bool) for anchor in filters]
 
 
