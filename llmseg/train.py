@@ -413,6 +413,14 @@ def train(
     ``stop_after`` ends the run after that many optimiser steps in this call (tests use it to
     interrupt). Returns the final trainer state.
     """
+    # Settings that contradict each other fail before any proposals are prepared.
+    if config.losses.anchor_weight > 0 and not train_config.anchors:
+        raise ValueError(
+            "losses.anchor_weight > 0 needs the training questions' anchor masks: pass --anchors FILE "
+            "(python -m llmseg.data shapes-anchors writes it)"
+        )
+    if init_from and train_config.init_weights:
+        raise ValueError("--init-weights starts a config from a model's weights: give --preset a config, not a model")
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(
@@ -445,11 +453,6 @@ def train(
             prepare(config, source, split, prepared_dir, device=device, workers=max(1, train_config.data_workers))
     accelerator.wait_for_everyone()
 
-    if config.losses.anchor_weight > 0 and not train_config.anchors:
-        raise ValueError(
-            "losses.anchor_weight > 0 needs the training questions' anchor masks: pass --anchors FILE "
-            "(python -m llmseg.data shapes-anchors writes it)"
-        )
     anchors = None
     if train_config.anchors:
         from llmseg.data.shapes.anchors import load_anchors  # only anchored training reads the synthetic world
@@ -464,8 +467,6 @@ def train(
     validation_set = TrainingData(validation_split, validation_prepared)
     references = References.from_split(validation_split)
 
-    if init_from and train_config.init_weights:
-        raise ValueError("--init-weights starts a config from a model's weights: give --preset a config, not a model")
     model = LLMSeg.from_pretrained(init_from) if init_from else LLMSeg.from_config(config)
     fresh = set()
     if train_config.init_weights:

@@ -65,8 +65,9 @@ class TrainingBatch:
 
 @dataclass
 class LLMSegOutput:
-    """loss: weighted sum of ``losses`` (keys "ce", "align", "iop", "existence" when the head
-    exists). iop, similarity: (B, K). existence_logit: (B,) or None."""
+    """loss: weighted sum of ``losses`` (keys "ce", "align", "iop", and "existence" when the head
+    exists, "anchor" when the batch has anchor masks). iop, similarity: (B, K). existence_logit:
+    (B,) or None."""
 
     loss: torch.Tensor
     losses: dict[str, torch.Tensor]
