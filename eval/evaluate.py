@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from eval import metrics
-from eval.predictions import PredictionsError, name_ids, read_predictions, short_id, validate_masks
+from eval.predictions import PredictionsError, name_ids, read_predictions, short_id, validated_masks
 from eval.report import Report
 from eval.rle import RLE
 
@@ -127,8 +129,10 @@ def evaluate(
         raise ValueError("the split has no samples to score")
     if not isinstance(predictions, Mapping):
         predictions = read_predictions(predictions)
-    matched = _match(predictions, references)
-    intersection, union = metrics.intersection_union(matched, references.masks, references.ignores)
+    matched, areas = _match(predictions, references)
+    intersection, union = metrics.intersection_union(
+        matched, references.masks, references.ignores, prediction_areas=areas
+    )
     resized_ciou = None
     if nciou:
         resized_ciou = metrics.ciou(*metrics.resized_intersection_union(matched, references.masks, references.ignores))
@@ -137,8 +141,8 @@ def evaluate(
     )
 
 
-def _match(predictions: Mapping[str, RLE], references: References) -> list[dict[str, Any]]:
-    """Predictions aligned with the references, in pycocotools form, after every contract check."""
+def _match(predictions: Mapping[str, RLE], references: References) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Predictions aligned with the references, in pycocotools form, and their areas, after every contract check."""
     unknown = [i for i in predictions if i not in references.positions]
     if unknown:
         hint = " (is it the right split?)" if len(unknown) == len(predictions) else ""
@@ -146,8 +150,12 @@ def _match(predictions: Mapping[str, RLE], references: References) -> list[dict[
     missing = [i for i in references.ids if i not in predictions]
     if missing:
         raise PredictionsError(f"the split's id(s) {name_ids(missing)} have no prediction: give one mask per sample")
-    cocos = validate_masks(predictions)
-    aligned = [cocos[i] for i in references.ids]
+    ids, cocos, areas = validated_masks(predictions)
+    if ids != references.ids:  # the same ids (checked above) in another order
+        position = {sample_id: k for k, sample_id in enumerate(ids)}
+        order = [position[i] for i in references.ids]
+        cocos, areas = [cocos[k] for k in order], areas[order]
+    aligned = cocos
     pairs = zip(references.ids, aligned, references.sizes, strict=True)
     wrong = [i for i, coco, (height, width) in pairs if coco["size"][0] != height or coco["size"][1] != width]
     if wrong:
@@ -158,4 +166,4 @@ def _match(predictions: Mapping[str, RLE], references: References) -> list[dict[
             f"the mask of id(s) {name_ids(wrong)} is not at the image's size ({short_id(wrong[0])}: {got}, "
             f"image {expected}, as height x width)"
         )
-    return aligned
+    return aligned, areas

@@ -28,14 +28,21 @@ def intersection_union(
     predictions: Sequence[dict[str, Any]],
     masks: Sequence[dict[str, Any]],
     ignores: Sequence[dict[str, Any] | None],
+    *,
+    prediction_areas: np.ndarray | None = None,
+    mask_areas: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-sample I and U (int64 arrays) of aligned predictions, ground truths and ignore regions.
 
+    ``prediction_areas`` and ``mask_areas``, when given, are the masks' foreground pixel counts (as
+    ``eval.rle.validate_with_areas`` finds them), which saves measuring them again.
     A merge is only made where both sides have pixels: an intersection with an empty mask is empty,
     which skips the pycocotools calls for empty predictions and no-target samples.
     """
-    pred_area = areas(list(predictions))
-    mask_area = areas(list(masks))
+    pred_area = areas(list(predictions)) if prediction_areas is None else np.asarray(prediction_areas, np.int64)
+    mask_area = areas(list(masks)) if mask_areas is None else np.asarray(mask_areas, np.int64)
+    if not len(pred_area) == len(mask_area) == len(predictions):
+        raise ValueError("the areas must have one entry per sample")
     both = _intersection_areas(predictions, masks, (pred_area > 0) & (mask_area > 0))
     intersection = both.copy()
     union = pred_area + mask_area - both

@@ -90,49 +90,58 @@ def read_predictions(source: str | Path | bytes) -> dict[str, RLE]:
             f"duplicate id(s) {name_ids(duplicates)}: {short_id(first)} is on lines "
             f"{', '.join(map(str, repeated[first]))}; give each sample one line"
         )
-    cocos = validate_masks(entries)
-    return ValidatedPredictions({i: _canonical(coco) for i, coco in cocos.items()}, cocos)
+    ids, cocos, areas = validated_masks(entries)
+    return ValidatedPredictions(dict(zip(ids, map(_canonical, cocos), strict=True)), cocos, areas)
 
 
 class ValidatedPredictions(dict):
-    """``{id: RLE}`` as ``read_predictions`` returns it, remembering each mask's checked pycocotools form,
-    so that ``evaluate`` does not check the same masks twice. A value replaced afterwards is checked again."""
+    """``{id: RLE}`` as ``read_predictions`` returns it, remembering each mask's checked pycocotools form and
+    area, so that ``evaluate`` does not check the same masks twice. A value replaced afterwards is checked again."""
 
-    def __init__(self, masks: dict[str, RLE], cocos: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, masks: dict[str, RLE], cocos: list[dict[str, Any]], areas: np.ndarray) -> None:
         super().__init__(masks)
-        self.checked = (list(masks), list(masks.values()), [cocos[i] for i in masks])
+        self.checked = (list(masks), list(masks.values()), cocos, areas)
 
-    def checked_forms(self) -> dict[str, dict[str, Any]] | None:
-        """The pycocotools forms of every mask when no id or mask was replaced, added or removed since; else None."""
-        ids, masks, cocos = self.checked
+    def unchanged(self) -> bool:
+        """True when no id or mask was replaced, added or removed since reading."""
+        ids, masks, _, _ = self.checked
         if len(self) != len(ids) or any(a is not b for a, b in zip(self.values(), masks, strict=True)):
-            return None
-        if list(self) != ids:
-            return None
-        return dict(zip(ids, cocos, strict=True))
+            return False
+        return list(self) == ids
 
 
 def validate_masks(predictions: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Check every mask is RLE that decodes to exactly height*width pixels; return them in pycocotools form."""
+    ids, cocos, _ = validated_masks(predictions)
+    return dict(zip(ids, cocos, strict=True))
+
+
+def validated_masks(predictions: Mapping[str, Any]) -> tuple[list[str], list[dict[str, Any]], np.ndarray]:
+    """``validate_masks`` as aligned lists: the ids, their masks in pycocotools form and their areas (int64)."""
     if isinstance(predictions, ValidatedPredictions):
-        unchanged = predictions.checked_forms()
-        if unchanged is not None:
-            return unchanged
-        ids, masks, cocos = predictions.checked
-        known = {i: (mask, coco) for i, mask, coco in zip(ids, masks, cocos, strict=True)}
+        ids, masks, cocos, areas = predictions.checked
+        if predictions.unchanged():
+            return ids, cocos, areas
+        known = {i: (mask, k) for k, (i, mask) in enumerate(zip(ids, masks, strict=True))}
         kept = {i: known[i][1] for i, value in predictions.items() if i in known and known[i][0] is value}
-        rest = validate_masks({i: v for i, v in predictions.items() if i not in kept})
-        return {i: kept[i] if i in kept else rest[i] for i in predictions}
+        rest_ids, rest_cocos, rest_areas = validated_masks({i: v for i, v in predictions.items() if i not in kept})
+        rest = {i: k for k, i in enumerate(rest_ids)}
+        order = list(predictions)
+        return (
+            order,
+            [cocos[kept[i]] if i in kept else rest_cocos[rest[i]] for i in order],
+            np.array([areas[kept[i]] if i in kept else rest_areas[rest[i]] for i in order], dtype=np.int64),
+        )
     ids = list(predictions)
     for sample_id in ids:
         if not isinstance(sample_id, str):
             raise PredictionsError(f"prediction ids must be strings, got {short_id(sample_id)}")
     try:
-        cocos = rle.validate_many([predictions[i] for i in ids])
+        cocos, areas = rle.validate_with_areas([predictions[i] for i in ids])
     except rle.InvalidRLE as error:
         bad = [ids[p] for p in error.positions]
         raise PredictionsError(f"the mask of id(s) {name_ids(bad)} is not valid RLE: {error}") from None
-    return dict(zip(ids, cocos, strict=True))
+    return ids, cocos, areas
 
 
 def write_predictions(path: str | Path, items: Iterable[tuple[str, np.ndarray | RLE]]) -> None:

@@ -193,3 +193,21 @@ def test_a_mask_replaced_after_reading_is_checked_again(references: References, 
     del predictions["d-0"]
     with pytest.raises(PredictionsError, match="'d-0' have no prediction"):
         evaluate(predictions, references, n_bootstrap=0)
+
+
+def test_a_file_in_another_order_with_a_replaced_mask_scores_as_the_plain_mapping(
+    references: References, tmp_path: Path
+) -> None:
+    """The areas remembered from reading follow their ids when the file's order is not the split's, and a
+    replaced mask's area is measured afresh."""
+    from eval import read_predictions
+
+    path = tmp_path / "p.jsonl"
+    write_predictions(path, reversed(PREDICTIONS.items()))
+    predictions = read_predictions(path)
+    replaced = {**encoded(PREDICTIONS), "d-0": rle.encode(box(slice(2, 4), slice(2, 3)))}
+    predictions["d-0"] = replaced["d-0"]
+    got = evaluate(predictions, references, n_bootstrap=0).per_sample
+    expected = evaluate(replaced, references, n_bootstrap=0).per_sample
+    pd.testing.assert_frame_equal(got, expected)
+    assert got.set_index("id").loc["d-0", "intersection"] == 2

@@ -22,11 +22,19 @@ def box(shape: tuple[int, int], rows: slice, cols: slice) -> np.ndarray:
 
 
 def counts(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> tuple[np.ndarray, np.ndarray]:
-    return metrics.intersection_union(
-        [coco(p) for p, _, _ in pairs],
-        [coco(g) for _, g, _ in pairs],
-        [None if r is None else coco(r) for *_, r in pairs],
+    """I and U, measured both ways: the areas found by pycocotools, and the ones validation hands over."""
+    predictions, masks = [coco(p) for p, _, _ in pairs], [coco(g) for _, g, _ in pairs]
+    ignores = [None if r is None else coco(r) for *_, r in pairs]
+    measured = metrics.intersection_union(predictions, masks, ignores)
+    given_areas = metrics.intersection_union(
+        predictions,
+        masks,
+        ignores,
+        prediction_areas=np.array([p.sum() for p, _, _ in pairs]),
+        mask_areas=np.array([g.sum() for _, g, _ in pairs]),
     )
+    assert all(np.array_equal(a, b) and b.dtype == np.int64 for a, b in zip(measured, given_areas, strict=True))
+    return measured
 
 
 EMPTY = np.zeros((4, 5), dtype=bool)
@@ -146,3 +154,8 @@ def test_bootstrap_of_identical_samples_is_a_point() -> None:
         "giou": [0.75, 0.75],
         "ciou": [0.75, 0.75],
     }
+
+
+def test_areas_must_have_one_entry_per_sample() -> None:
+    with pytest.raises(ValueError, match="one entry per sample"):
+        metrics.intersection_union([coco(FULL)], [coco(FULL)], [None], prediction_areas=np.array([20, 20]))

@@ -75,10 +75,10 @@ def test_encode_treats_any_nonzero_as_foreground() -> None:
     )
 )
 def test_batch_check_matches_a_char_by_char_decoder(items: list[tuple[bytes, int]]) -> None:
-    """Random strings, many in one batch: each verdict and sum equals the C decoder's, one by one."""
-    problems, totals = rle._check_counts([c for c, _ in items], np.array([p for _, p in items]))
+    """Random strings, many in one batch: each verdict, sum and foreground equals the C decoder's, one by one."""
+    problems, totals, foreground = rle._check_counts([c for c, _ in items], np.array([p for _, p in items]))
     names = {1: "alphabet", 2: "truncated", 3: "too long"}
-    for (counts, pixels), problem, total in zip(items, problems, totals, strict=True):
+    for (counts, pixels), problem, total, area in zip(items, problems, totals, foreground, strict=True):
         runs = c_decoder(counts)
         if isinstance(runs, str):
             assert names.get(int(problem)) == runs
@@ -87,6 +87,8 @@ def test_batch_check_matches_a_char_by_char_decoder(items: list[tuple[bytes, int
         else:
             assert total == sum(runs)
             assert problem == (0 if sum(runs) == pixels else 5)
+            if problem == 0:
+                assert area == sum(runs[1::2])
 
 
 def test_validate_many_names_every_bad_position() -> None:
@@ -142,3 +144,29 @@ def test_areas_of_more_than_255_masks() -> None:
     """pycocotools' own ``area`` fails on lists past 255 items under NumPy 2; ``areas`` batches."""
     cocos = [rle.to_pycoco(rle.encode(np.arange(12).reshape(3, 4) < i % 13)) for i in range(600)]
     assert rle.areas(cocos).tolist() == [min(i % 13, 12) for i in range(600)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(masks, min_size=1, max_size=30), st.integers(0, 2**32 - 1))
+def test_validation_areas_equal_pycocotools_areas(drawn: list[np.ndarray], seed: int) -> None:
+    """Random, empty and full masks, compressed and uncompressed, in one call: the areas the check finds
+    are pycocotools' ``area`` and the pixel counts."""
+    rng = np.random.default_rng(seed)
+    shapes = [m.shape for m in drawn]
+    drawn += [np.zeros(shapes[0], bool), np.ones(shapes[-1], bool)]
+    given_masks = [
+        {"size": list(m.shape), "counts": column_major_runs(m)} if rng.random() < 0.5 else rle.encode(m) for m in drawn
+    ]
+    cocos, areas = rle.validate_with_areas(given_masks)
+    assert areas.dtype == np.int64
+    assert areas.tolist() == rle.areas(cocos).tolist() == [int(m.sum()) for m in drawn]
+
+
+def test_validation_areas_across_batches() -> None:
+    """Masks at 480x640 fill several of the check's batches; every area still equals pycocotools'."""
+    rng = np.random.default_rng(1)
+    drawn = [rng.random((480, 640)) < rng.random() * (i % 3) for i in range(120)]
+    drawn[5] = np.ones((480, 640), bool)
+    cocos, areas = rle.validate_with_areas([rle.encode(m) for m in drawn])
+    assert sum(len(c["counts"]) for c in cocos) > 4 * rle._BATCH_CHARS
+    assert areas.tolist() == rle.areas(cocos).tolist() == [int(m.sum()) for m in drawn]
