@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     import datasets
     import pyarrow as pa
 
+    from eval.cache import CachedSplit
+
 
 @dataclass
 class References:
@@ -35,6 +37,9 @@ class References:
     masks: list[dict[str, Any]]
     ignores: list[dict[str, Any] | None]
     fingerprint: str | None = None
+    # Foreground pixels of each mask and ignore region (0 where none), when the loader has them already.
+    mask_areas: np.ndarray | None = field(default=None, repr=False, compare=False)
+    ignore_areas: np.ndarray | None = field(default=None, repr=False, compare=False)
     positions: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -69,42 +74,73 @@ class References:
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> References:
         """Load ``split`` from a dataset folder or Hub id (``token`` for a private one), through the cache in
-        ``cache_dir`` when given (``eval.cache``): a warm cache decodes no PNG."""
-        from eval.groundtruth import read_scoring_columns
+        ``cache_dir`` when given (``eval.cache``): a warm cache decodes no PNG, and for a local folder whose
+        files have not changed since, reads no parquet either."""
+        if cache_dir is not None:
+            from eval.cache import GroundTruthCache
 
-        return cls.from_table(read_scoring_columns(data, split, token=token), cache_dir=cache_dir)
+            cache = GroundTruthCache(cache_dir)
+            known = cache.known_fingerprint(data, split)
+            cached = cache.load(known) if known is not None else None
+            if cached is not None:
+                return cls._from_cached(cached, known)
+        from eval import groundtruth
+
+        shards = groundtruth.card_shards(data, split)
+        if shards is None:
+            return cls.from_table(groundtruth.read_scoring_columns(data, split, token=token), cache_dir=cache_dir)
+        references = cls.from_table(groundtruth.read_shards(shards), cache_dir=cache_dir)
+        if cache_dir is not None:
+            assert references.fingerprint is not None  # from_table always fingerprints
+            cache.remember(data, split, [Path(data) / "README.md", *shards], references.fingerprint)
+        return references
 
     @classmethod
     def from_table(cls, table: pa.Table, *, cache_dir: str | os.PathLike[str] | None = None) -> References:
         """Build from a split's scoring columns (``eval.groundtruth.SCORING_COLUMNS``): the cache's RLE when it
         holds this split's fingerprint, else the PNGs decoded (and the cache written)."""
         from eval import groundtruth
-        from eval.cache import GroundTruthCache
-        from eval.rle import to_pycoco
+        from eval.cache import CachedSplit, GroundTruthCache
+        from eval.rle import areas
 
         key = groundtruth.fingerprint(table)
         columns = groundtruth.columns_of(table)
-        ids, sizes = columns["ids"], columns["sizes"]
+        ids, sizes, tags = columns["ids"], columns["sizes"], columns["tags"]
         cache = GroundTruthCache(cache_dir) if cache_dir is not None else None
-        cached = cache.load(key, ids, sizes) if cache is not None else None
-        if cached is not None:
-            masks, ignores = cached
-        else:
-            mask_cells = groundtruth.png_bytes(table.column("mask"))
-            ignore_cells = (
-                groundtruth.png_bytes(table.column("ignore")) if "ignore" in table.column_names else [None] * len(ids)
-            )
-            mask_counts = groundtruth.decode_all(ids, sizes, mask_cells)
-            ignore_counts = groundtruth.decode_all(ids, sizes, ignore_cells)
-            if cache is not None:
-                as_bytes = [None if c is None else c.encode("ascii") for c in ignore_counts]
-                cache.save(key, ids, [c.encode("ascii") for c in mask_counts], as_bytes)
-            masks = [to_pycoco({"size": list(size), "counts": c}) for size, c in zip(sizes, mask_counts, strict=True)]
-            ignores = [
-                None if c is None else to_pycoco({"size": list(size), "counts": c})
-                for size, c in zip(sizes, ignore_counts, strict=True)
-            ]
-        return cls(ids=ids, sizes=sizes, tags=columns["tags"], masks=masks, ignores=ignores, fingerprint=key)
+        cached = cache.load(key) if cache is not None else None
+        if cached is not None and (cached.ids, cached.sizes, cached.tags) == (ids, sizes, tags):
+            return cls._from_cached(cached, key)
+        mask_cells = groundtruth.png_bytes(table.column("mask"))
+        ignore_cells = (
+            groundtruth.png_bytes(table.column("ignore")) if "ignore" in table.column_names else [None] * len(ids)
+        )
+        decode = groundtruth.decode_all
+        mask_counts = [c.encode("ascii") for c in decode(ids, sizes, mask_cells)]
+        ignore_counts = [None if c is None else c.encode("ascii") for c in decode(ids, sizes, ignore_cells)]
+        mask_areas = areas([{"size": list(size), "counts": c} for size, c in zip(sizes, mask_counts, strict=True)])
+        ignore_areas = np.zeros(len(ids), dtype=np.int64)
+        present = [i for i, c in enumerate(ignore_counts) if c is not None]
+        ignore_areas[present] = areas([{"size": list(sizes[i]), "counts": ignore_counts[i]} for i in present])
+        decoded = CachedSplit(ids, sizes, tags, mask_counts, ignore_counts, mask_areas, ignore_areas)
+        if cache is not None:
+            cache.save(key, decoded)
+        return cls._from_cached(decoded, key)
+
+    @classmethod
+    def _from_cached(cls, split: CachedSplit, fingerprint: str) -> References:
+        pairs = list(zip(split.sizes, split.masks, split.ignores, strict=True))
+        masks = [{"size": [h, w], "counts": counts} for (h, w), counts, _ in pairs]
+        ignores = [None if region is None else {"size": [h, w], "counts": region} for (h, w), _, region in pairs]
+        return cls(
+            ids=split.ids,
+            sizes=split.sizes,
+            tags=split.tags,
+            masks=masks,
+            ignores=ignores,
+            fingerprint=fingerprint,
+            mask_areas=split.mask_areas,
+            ignore_areas=split.ignore_areas,
+        )
 
 
 def evaluate(

@@ -28,13 +28,23 @@ def read_scoring_columns(data: str | os.PathLike[str], split: str, *, token: str
     pyarrow directly; anything else (a Hub id, a folder laid out by convention) goes through
     ``eval.contract.load_split``.
     """
-    shards = _card_shards(Path(data), split) if Path(data).is_dir() else None
+    shards = card_shards(data, split)
     if shards is None:
         from eval.contract import load_split  # imports datasets: only for what pyarrow cannot resolve
 
         dataset = load_split(data, split, require_ground_truth=True, token=token)
         present = [name for name in SCORING_COLUMNS if name in dataset.column_names]
         return dataset.select_columns(present).with_format("arrow")[:]
+    return read_shards(shards)
+
+
+def card_shards(data: str | os.PathLike[str], split: str) -> list[str] | None:
+    """The parquet files a local folder's card maps ``split`` to; None for a Hub id or a card that does not say."""
+    return _card_shards(Path(data), split) if Path(data).is_dir() else None
+
+
+def read_shards(shards: Sequence[str]) -> pa.Table:
+    """The scoring columns of a split's parquet shards, checked to hold ground truth."""
     import pyarrow.parquet as pq
 
     tables = []

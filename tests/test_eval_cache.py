@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from test_leaderboard_support import make_masks, predictions_file, shifted, write_split
 
 from eval import References, evaluate, groundtruth, read_predictions
 from eval import __main__ as cli
-from eval.cache import GroundTruthCache
+from eval import cache as cache_module
+from eval.cache import CachedSplit, GroundTruthCache
 from leaderboard import Leaderboard
 
 pytest_plugins = ["test_leaderboard_support"]  # the split, settings and board fixtures
@@ -36,7 +36,7 @@ def _table(board: Leaderboard) -> list[dict]:
 
 
 def _cache_files(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.parquet"))
+    return sorted(folder.glob("*.rle"))
 
 
 def test_a_restarted_leaderboard_decodes_no_png_and_scores_the_same(lb_settings, truth, tmp_path, monkeypatch):
@@ -62,12 +62,9 @@ def test_a_damaged_cache_is_rebuilt_and_scores_the_same(lb_settings, truth, tmp_
     if damage == "truncated":
         cache_file.write_bytes(intact[: len(intact) // 2])
     elif damage == "edited rle":  # a readable file whose content no longer matches its checksum
-        table = pq.read_table(cache_file)
-        masks = table.column("mask").to_pylist()
-        masks[0] = masks[-1]
-        pq.write_table(table.set_column(1, "mask", pa.array(masks, pa.binary())), cache_file)
+        cache_file.write_bytes(intact[:-1] + bytes([intact[-1] ^ 1]))
     elif damage == "garbage":
-        cache_file.write_bytes(b"PAR1 not really parquet PAR1")
+        cache_file.write_bytes(intact[:30] + b"not really a cache file")
     else:
         cache_file.write_bytes(b"")
 
@@ -82,7 +79,11 @@ def test_a_cache_file_of_other_samples_under_the_right_name_is_not_trusted(split
     fresh = References.from_data(split_dir, "test", cache_dir=tmp_path)
     counts = [coco["counts"] for coco in fresh.masks]
     # A well-formed file with a matching checksum, for the samples in another order.
-    GroundTruthCache(tmp_path).save(fresh.fingerprint, fresh.ids[::-1], counts[::-1], [None] * len(fresh))
+    n = len(fresh)
+    reordered = CachedSplit(
+        fresh.ids[::-1], fresh.sizes[::-1], fresh.tags[::-1], counts[::-1], [None] * n, np.zeros(n), np.zeros(n)
+    )
+    GroundTruthCache(tmp_path).save(fresh.fingerprint, reordered)
     rebuilt = References.from_data(split_dir, "test", cache_dir=tmp_path)
     assert rebuilt.masks == fresh.masks
     assert rebuilt.ignores == fresh.ignores
@@ -209,3 +210,84 @@ def test_binary_layout_gives_each_cells_length_and_the_bytes_back_to_back():
     assert lengths.tolist() == [2, -1, 0, 3, -1, 1]
     assert b"".join(bytes(piece) for piece in pieces) == b"abcdef"
     assert groundtruth.binary_layout(pa.chunked_array([pa.array([1, 2])])) is None
+
+
+def _stat_records(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.split.json"))
+
+
+def _no_parquet_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the split's parquet was read")
+
+    for name in ("read_shards", "read_scoring_columns", "fingerprint"):
+        monkeypatch.setattr(groundtruth, name, refuse)
+
+
+def test_an_unchanged_folder_is_scored_without_reading_its_parquet(truth, tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_module, "RACY_SECONDS", 0.0)
+    folder = write_split(tmp_path, truth)
+    path = predictions_file(tmp_path / "p.jsonl", shifted(truth, 1))
+    cold = References.from_data(folder, "test", cache_dir=tmp_path / "cache")
+    assert len(_stat_records(tmp_path / "cache")) == 1
+
+    _no_decoding(monkeypatch)
+    _no_parquet_reading(monkeypatch)
+    warm = References.from_data(folder, "test", cache_dir=tmp_path / "cache")
+    assert (warm.ids, warm.sizes, warm.tags, warm.masks, warm.ignores) == (
+        cold.ids,
+        cold.sizes,
+        cold.tags,
+        cold.masks,
+        cold.ignores,
+    )
+    assert warm.fingerprint == cold.fingerprint
+    expected = evaluate(read_predictions(path), cold, n_bootstrap=100)
+    assert evaluate(read_predictions(path), warm, n_bootstrap=100).to_dict() == expected.to_dict()
+
+
+def test_a_rewritten_shard_or_a_new_one_is_noticed_by_its_stat(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_module, "RACY_SECONDS", 0.0)
+    truth = make_masks(seed=2)
+    folder = write_split(tmp_path, truth, name="split")
+    first = References.from_data(folder, "test", cache_dir=tmp_path / "cache")
+    changed = dict(truth, q001=~truth["q001"])
+    write_split(tmp_path, changed, name="split")  # the same paths, new content
+    second = References.from_data(folder, "test", cache_dir=tmp_path / "cache")
+    assert second.fingerprint != first.fingerprint
+    assert second.masks[1] != first.masks[1] and second.masks[2] == first.masks[2]
+    assert References.from_data(folder, "test", cache_dir=tmp_path / "cache").masks == second.masks
+
+    (shard,) = folder.glob("test-*.parquet")
+    extra = shard.with_name(shard.name.replace("00000", "00001"))
+    extra.write_bytes(shard.read_bytes())  # the card's pattern now matches a second shard
+    if groundtruth.card_shards(folder, "test") == [str(shard)]:
+        pytest.skip("the writer's card names its shard exactly")
+    with pytest.raises(ValueError, match="repeats id"):
+        References.from_data(folder, "test", cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "other fingerprint", "empty"])
+def test_a_damaged_stat_record_is_ignored_and_replaced(truth, tmp_path, monkeypatch, damage):
+    monkeypatch.setattr(cache_module, "RACY_SECONDS", 0.0)
+    folder = write_split(tmp_path, truth)
+    fresh = References.from_data(folder, "test", cache_dir=tmp_path / "cache")
+    other = References.from_data(write_split(tmp_path, make_masks(seed=3)), "test", cache_dir=tmp_path / "cache")
+    record = next(p for p in _stat_records(tmp_path / "cache") if fresh.fingerprint in p.read_text())
+    intact = record.read_text()
+    if damage == "garbage":
+        record.write_text(intact[: len(intact) // 2])
+    elif damage == "other fingerprint":  # points at another split's (valid) cache file, checksum left stale
+        record.write_text(intact.replace(fresh.fingerprint, other.fingerprint))
+    else:
+        record.write_text("")
+    again = References.from_data(folder, "test", cache_dir=tmp_path / "cache")
+    assert again.fingerprint == fresh.fingerprint and again.masks == fresh.masks
+    assert json.loads(record.read_text())["fingerprint"] == fresh.fingerprint
+
+
+def test_files_changed_just_now_are_not_remembered(truth, tmp_path):
+    folder = write_split(tmp_path, truth)  # written a moment ago: within RACY_SECONDS
+    References.from_data(folder, "test", cache_dir=tmp_path / "cache")
+    assert len(_cache_files(tmp_path / "cache")) == 1
+    assert _stat_records(tmp_path / "cache") == []
