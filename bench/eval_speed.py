@@ -247,11 +247,8 @@ def _seed_cache(data: dict, cache_dir: Path) -> None:
     table = groundtruth.read_scoring_columns(data["split"], "test")
     columns = groundtruth.columns_of(table)
     sizes = columns["sizes"]
-    ignore_areas = np.zeros(len(sizes), dtype=np.int64)
-    present = [i for i, counts in enumerate(data["ignores"]) if counts is not None]
-    ignore_areas[present] = areas([{"size": list(sizes[i]), "counts": data["ignores"][i]} for i in present])
     mask_areas = areas([{"size": list(size), "counts": c} for size, c in zip(sizes, data["masks"], strict=True)])
-    seeded = CachedSplit(data["ids"], sizes, columns["tags"], data["masks"], data["ignores"], mask_areas, ignore_areas)
+    seeded = CachedSplit(data["ids"], sizes, columns["tags"], data["masks"], data["ignores"], mask_areas)
     GroundTruthCache(cache_dir).save(groundtruth.fingerprint(table), seeded)
 
 

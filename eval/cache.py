@@ -2,8 +2,8 @@
 
 Decoding a split's PNG masks is the slow part of loading it (seconds per thousand masks, more at
 high resolution); the RLE of the same masks is a few hundred bytes each. A ``<fingerprint>.rle``
-file holds everything scoring needs (ids, sizes, tags, the masks' and ignore regions' RLE and
-pixel counts), named by the split's fingerprint (``eval.groundtruth.fingerprint``), so several
+file holds everything scoring needs (ids, sizes, tags, the masks' and ignore regions' RLE, the
+masks' pixel counts), named by the split's fingerprint (``eval.groundtruth.fingerprint``), so several
 splits (benchmarks) share one folder and a changed split simply misses. A file is never trusted:
 it must parse, carry the fingerprint it is named by and match a sha256 of its own payload (so a
 flipped bit, a truncation or an edit is caught); anything else is a miss (logged), and the caller
@@ -42,7 +42,7 @@ CACHE_DIR_VARIABLE = "LLMSEG_EVAL_CACHE"
 # Files changed more recently than this are not remembered by their stat (git's "racy clean" problem).
 RACY_SECONDS = 2.0
 # The sections of a cache file, in order: int64 arrays (one value per sample) or byte blobs.
-_INTEGER_SECTIONS = ("id_lengths", "heights", "widths", "mask_lengths", "ignore_lengths", "mask_areas", "ignore_areas")
+_INTEGER_SECTIONS = ("id_lengths", "heights", "widths", "mask_lengths", "ignore_lengths", "mask_areas")
 _SECTIONS = (*_INTEGER_SECTIONS, "ids", "tags", "masks", "ignores")
 
 
@@ -58,7 +58,7 @@ def default_cache_dir() -> Path:
 @dataclass
 class CachedSplit:
     """What a cache file holds: per sample its id, (height, width), tags, mask and ignore RLE counts
-    (None for no ignore region) and their foreground pixel counts (0 for no ignore region)."""
+    (None for no ignore region) and the mask's foreground pixel count."""
 
     ids: list[str]
     sizes: list[tuple[int, int]]
@@ -66,7 +66,6 @@ class CachedSplit:
     masks: list[bytes]
     ignores: list[bytes | None]
     mask_areas: np.ndarray
-    ignore_areas: np.ndarray
 
 
 class GroundTruthCache:
@@ -199,7 +198,6 @@ def _encode(fingerprint: str, split: CachedSplit) -> bytes:
         "mask_lengths": [len(m) for m in split.masks],
         "ignore_lengths": [-1 if counts is None else len(counts) for counts in split.ignores],
         "mask_areas": split.mask_areas,
-        "ignore_areas": split.ignore_areas,
     }
     sections = {name: np.asarray(values, dtype="<i8").tobytes() for name, values in integers.items()}
     sections.update(
@@ -243,7 +241,7 @@ def _read(path: Path, fingerprint: str) -> CachedSplit:
     if len(tags) != n:
         raise ValueError("its tags are not one list per sample")
     sizes = list(zip(integer["heights"].tolist(), integer["widths"].tolist(), strict=True))
-    return CachedSplit(ids, sizes, tags, masks, ignores, integer["mask_areas"].copy(), integer["ignore_areas"].copy())
+    return CachedSplit(ids, sizes, tags, masks, ignores, integer["mask_areas"].copy())
 
 
 def _cells(blob: memoryview, lengths: np.ndarray) -> list[bytes]:

@@ -37,9 +37,8 @@ class References:
     masks: list[dict[str, Any]]
     ignores: list[dict[str, Any] | None]
     fingerprint: str | None = None
-    # Foreground pixels of each mask and ignore region (0 where none), when the loader has them already.
+    # Foreground pixels of each mask, when the loader has them already (the cache does).
     mask_areas: np.ndarray | None = field(default=None, repr=False, compare=False)
-    ignore_areas: np.ndarray | None = field(default=None, repr=False, compare=False)
     positions: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -118,10 +117,7 @@ class References:
         mask_counts = [c.encode("ascii") for c in decode(ids, sizes, mask_cells)]
         ignore_counts = [None if c is None else c.encode("ascii") for c in decode(ids, sizes, ignore_cells)]
         mask_areas = areas([{"size": list(size), "counts": c} for size, c in zip(sizes, mask_counts, strict=True)])
-        ignore_areas = np.zeros(len(ids), dtype=np.int64)
-        present = [i for i, c in enumerate(ignore_counts) if c is not None]
-        ignore_areas[present] = areas([{"size": list(sizes[i]), "counts": ignore_counts[i]} for i in present])
-        decoded = CachedSplit(ids, sizes, tags, mask_counts, ignore_counts, mask_areas, ignore_areas)
+        decoded = CachedSplit(ids, sizes, tags, mask_counts, ignore_counts, mask_areas)
         if cache is not None:
             cache.save(key, decoded)
         return cls._from_cached(decoded, key)
@@ -139,7 +135,6 @@ class References:
             ignores=ignores,
             fingerprint=fingerprint,
             mask_areas=split.mask_areas,
-            ignore_areas=split.ignore_areas,
         )
 
 
@@ -167,7 +162,7 @@ def evaluate(
         predictions = read_predictions(predictions)
     matched, areas = _match(predictions, references)
     intersection, union = metrics.intersection_union(
-        matched, references.masks, references.ignores, prediction_areas=areas
+        matched, references.masks, references.ignores, prediction_areas=areas, mask_areas=references.mask_areas
     )
     resized_ciou = None
     if nciou:

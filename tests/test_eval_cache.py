@@ -7,6 +7,7 @@ that nothing is decoded, so a silent decode would fail the test instead of passi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pyarrow as pa
 import pytest
 from test_leaderboard_support import make_masks, predictions_file, shifted, write_split
 
-from eval import References, evaluate, groundtruth, read_predictions
+from eval import References, evaluate, groundtruth, read_predictions, rle
 from eval import __main__ as cli
 from eval import cache as cache_module
 from eval.cache import CachedSplit, GroundTruthCache
@@ -80,9 +81,7 @@ def test_a_cache_file_of_other_samples_under_the_right_name_is_not_trusted(split
     counts = [coco["counts"] for coco in fresh.masks]
     # A well-formed file with a matching checksum, for the samples in another order.
     n = len(fresh)
-    reordered = CachedSplit(
-        fresh.ids[::-1], fresh.sizes[::-1], fresh.tags[::-1], counts[::-1], [None] * n, np.zeros(n), np.zeros(n)
-    )
+    reordered = CachedSplit(fresh.ids[::-1], fresh.sizes[::-1], fresh.tags[::-1], counts[::-1], [None] * n, np.zeros(n))
     GroundTruthCache(tmp_path).save(fresh.fingerprint, reordered)
     rebuilt = References.from_data(split_dir, "test", cache_dir=tmp_path)
     assert rebuilt.masks == fresh.masks
@@ -242,7 +241,9 @@ def test_an_unchanged_folder_is_scored_without_reading_its_parquet(truth, tmp_pa
         cold.ignores,
     )
     assert warm.fingerprint == cold.fingerprint
-    expected = evaluate(read_predictions(path), cold, n_bootstrap=100)
+    assert warm.mask_areas.tolist() == rle.areas(warm.masks).tolist()  # the cached areas are the masks'
+    measured = dataclasses.replace(warm, mask_areas=None)  # scored without them: areas measured again
+    expected = evaluate(read_predictions(path), measured, n_bootstrap=100)
     assert evaluate(read_predictions(path), warm, n_bootstrap=100).to_dict() == expected.to_dict()
 
 
