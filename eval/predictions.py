@@ -91,7 +91,12 @@ def read_predictions(source: str | Path | bytes) -> dict[str, RLE]:
             f"{', '.join(map(str, repeated[first]))}; give each sample one line"
         )
     ids, cocos, areas = validated_masks(entries)
-    return ValidatedPredictions(dict(zip(ids, map(_canonical, cocos), strict=True)), cocos, areas)
+    # A parsed mask of just "size" and a counts string is canonical once checked: kept, not rebuilt.
+    masks = [
+        mask if len(mask) == 2 and type(mask["counts"]) is str else _canonical(coco)
+        for mask, coco in zip(entries.values(), cocos, strict=True)
+    ]
+    return ValidatedPredictions(dict(zip(ids, masks, strict=True)), cocos, areas)
 
 
 class ValidatedPredictions(dict):

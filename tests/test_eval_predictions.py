@@ -36,6 +36,30 @@ def test_uncompressed_rle_is_read_as_compressed() -> None:
     assert np.array_equal(rle.decode(read["x"]), [[False, True, False], [True, False, False]])
 
 
+def test_every_mask_is_read_in_canonical_form() -> None:
+    """Compressed, uncompressed or with extra keys: each mask comes back as just "size" and a counts string."""
+    content = "\n".join(
+        [
+            line("a", GOOD),
+            line("b", {"size": [2, 3], "counts": [1, 2, 3]}),
+            line("c", {**GOOD, "score": 0.5}),
+        ]
+    )
+    read = read_predictions(content.encode())
+    assert read["a"] == read["c"] == GOOD
+    assert read["b"] == rle.encode(np.array([[False, True, False], [True, False, False]]))
+
+
+def test_a_size_changed_in_place_after_reading_never_reaches_pycocotools() -> None:
+    """What ``evaluate`` hands to pycocotools is the checked form, which shares no list with the mask read."""
+    from eval.predictions import validated_masks
+
+    read = read_predictions(line("a", GOOD).encode())
+    read["a"]["size"][0] = 50_000
+    _, cocos, areas = validated_masks(read)
+    assert cocos[0]["size"] == [3, 3] and areas.tolist() == [3]
+
+
 def test_blank_lines_extra_keys_and_a_byte_order_mark_are_fine() -> None:
     content = "\ufeff" + line("a", GOOD) + "\n\n" + json.dumps({"id": "b", "mask": GOOD, "score": 0.3}) + "\n"
     assert list(read_predictions(content.encode())) == ["a", "b"]
