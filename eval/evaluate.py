@@ -174,12 +174,12 @@ def evaluate(
 
 def _match(predictions: Mapping[str, RLE], references: References) -> tuple[list[dict[str, Any]], np.ndarray]:
     """Predictions aligned with the references, in pycocotools form, and their areas, after every contract check."""
-    unknown = [i for i in predictions if i not in references.positions]
-    if unknown:
-        hint = " (is it the right split?)" if len(unknown) == len(predictions) else ""
-        raise PredictionsError(f"id(s) {name_ids(unknown)} are not in the split{hint}")
-    missing = [i for i in references.ids if i not in predictions]
-    if missing:
+    if predictions.keys() != references.positions.keys():  # one set comparison; the lists below name the ids
+        unknown = [i for i in predictions if i not in references.positions]
+        if unknown:
+            hint = " (is it the right split?)" if len(unknown) == len(predictions) else ""
+            raise PredictionsError(f"id(s) {name_ids(unknown)} are not in the split{hint}")
+        missing = [i for i in references.ids if i not in predictions]
         raise PredictionsError(f"the split's id(s) {name_ids(missing)} have no prediction: give one mask per sample")
     ids, cocos, areas = validated_masks(predictions)
     if ids != references.ids:  # the same ids (checked above) in another order

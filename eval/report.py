@@ -64,9 +64,15 @@ class Report:
         seed: int = 0,
     ) -> Report:
         """Aggregate per-sample I and U overall and per tag (each tag resampled with the same seed)."""
+        rows_of: dict[str, list[int]] = {}  # one pass over the samples, not one per tag
+        for row, sample_tags in enumerate(tags):
+            for tag in sample_tags:
+                rows = rows_of.setdefault(tag, [])
+                if not rows or rows[-1] != row:  # a tag repeated on one sample counts it once
+                    rows.append(row)
         by_tag: dict[str, dict[str, Any]] = {}
-        for tag in sorted({tag for sample_tags in tags for tag in sample_tags}):
-            rows = np.array([tag in sample_tags for sample_tags in tags])
+        for tag in sorted(rows_of):
+            rows = np.array(rows_of[tag], dtype=np.int64)
             by_tag[tag] = _scores(intersection[rows], union[rows], n_bootstrap, seed)
         overall = _scores(intersection, union, n_bootstrap, seed)
         return cls(

@@ -24,8 +24,10 @@ _MAX_PIXELS = 2**31 - 1
 # pycocotools decodes at most 6 characters per run correctly (its shifts are 32-bit `int`s);
 # valid encodings of images under 2**29 pixels never need more.
 _MAX_CHARS_PER_RUN = 6
-# ``validate_many`` checks the strings in batches of about this many characters.
-_BATCH_CHARS = 1 << 16
+# ``validate_many`` checks the strings in batches of about this many characters: small enough for the CPU's
+# caches, large enough that NumPy's per-call overhead stays small (2**17 was ~8% faster than 2**16 and 2**18
+# on 5,000 masks at 640x480 on the 2-core machine with 1 MiB of L2 per core).
+_BATCH_CHARS = 1 << 17
 # pycocotools' ``area`` builds a uint8 placeholder of the list length, which NumPy 2 rejects past 255.
 _AREA_BATCH = 255
 

@@ -211,3 +211,21 @@ def test_a_file_in_another_order_with_a_replaced_mask_scores_as_the_plain_mappin
     expected = evaluate(replaced, references, n_bootstrap=0).per_sample
     pd.testing.assert_frame_equal(got, expected)
     assert got.set_index("id").loc["d-0", "intersection"] == 2
+
+
+def test_per_tag_scores_equal_a_subset_scored_alone() -> None:
+    """Each tag's scores are those of its samples alone; a tag repeated on a sample counts that sample once."""
+    rng = np.random.default_rng(3)
+    n = 300
+    union = rng.integers(0, 50, n)
+    intersection = np.minimum(union, rng.integers(0, 50, n))
+    names = ["x", "y", "z", "w"]
+    tags = [[names[k] for k in rng.integers(0, 4, rng.integers(0, 4))] for _ in range(n)]
+    report = Report.from_counts([f"s{i}" for i in range(n)], intersection, union, tags, n_bootstrap=0)
+    assert sorted(report.by_tag) == sorted({t for sample_tags in tags for t in sample_tags})
+    assert any(len(set(t)) < len(t) for t in tags)
+    for tag, scores in report.by_tag.items():
+        rows = np.array([tag in sample_tags for sample_tags in tags])
+        kept = int(rows.sum())
+        alone = Report.from_counts(["-"] * kept, intersection[rows], union[rows], [[]] * kept, n_bootstrap=0)
+        assert (scores["giou"], scores["ciou"], scores["n"]) == (alone.giou, alone.ciou, alone.n)
