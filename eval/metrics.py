@@ -43,34 +43,33 @@ def intersection_union(
     mask_area = areas(list(masks)) if mask_areas is None else np.asarray(mask_areas, np.int64)
     if not len(pred_area) == len(mask_area) == len(predictions):
         raise ValueError("the areas must have one entry per sample")
-    both = _intersection_areas(predictions, masks, (pred_area > 0) & (mask_area > 0))
+    both, pred_and_mask = _intersections(predictions, masks, (pred_area > 0) & (mask_area > 0))
     intersection = both.copy()
     union = pred_area + mask_area - both
     ignored = np.array([region is not None for region in ignores], dtype=bool)
     if ignored.any():
-        pred_in = _intersection_areas(predictions, ignores, ignored & (pred_area > 0))
-        mask_in = _intersection_areas(masks, ignores, ignored & (mask_area > 0))
-        both_in = _intersection_areas(predictions, masks, ignored & (both > 0), ignores)
+        pred_in, _ = _intersections(predictions, ignores, ignored & (pred_area > 0))
+        mask_in, _ = _intersections(masks, ignores, ignored & (mask_area > 0))
+        # P ∩ G ∩ R from the P ∩ G just merged: what pycocotools' three-way merge computes, one merge fewer.
+        both_in, _ = _intersections(pred_and_mask, ignores, ignored & (both > 0))
         intersection -= both_in
         union -= pred_in + mask_in - both_in
     return intersection, union
 
 
-def _intersection_areas(
-    first: Sequence[dict[str, Any] | None],
-    second: Sequence[dict[str, Any] | None],
-    where: np.ndarray,
-    third: Sequence[dict[str, Any] | None] | None = None,
-) -> np.ndarray:
-    """|first ∩ second (∩ third)| per sample where ``where`` holds (every mask there present), 0 elsewhere."""
+def _intersections(
+    first: Sequence[dict[str, Any] | None], second: Sequence[dict[str, Any] | None], where: np.ndarray
+) -> tuple[np.ndarray, list[dict[str, Any] | None]]:
+    """|first ∩ second| per sample where ``where`` holds (both masks there present), 0 elsewhere; and the
+    intersections themselves (pycocotools form) where they were merged, None elsewhere."""
     out = np.zeros(len(where), dtype=np.int64)
     chosen = np.flatnonzero(where).tolist()
-    if third is None:
-        merged = [mask_utils.merge([first[i], second[i]], intersect=True) for i in chosen]
-    else:
-        merged = [mask_utils.merge([first[i], second[i], third[i]], intersect=True) for i in chosen]
+    merged = [mask_utils.merge([first[i], second[i]], intersect=True) for i in chosen]
     out[chosen] = areas(merged)
-    return out
+    by_sample: list[dict[str, Any] | None] = [None] * len(where)
+    for i, rle in zip(chosen, merged, strict=True):
+        by_sample[i] = rle
+    return out, by_sample
 
 
 def resized_intersection_union(
