@@ -193,13 +193,11 @@ def profile_main(predictions: str, split: str, cache_dir: str) -> None:
     from eval.report import Report
 
     t = lap("imports", began)
-    cache = GroundTruthCache(cache_dir)
-    key = cache.known_fingerprint(split, "test")
-    if key is None:
+    unchanged = GroundTruthCache(cache_dir).load_unchanged(split, "test")
+    if unchanged is None:
         sys.exit("error: the split's stat is not recorded: run python -m eval on it once first")
-    t = lap("stat_check", t)
-    cached = cache.load(key)
-    t = lap("cache_load_and_verify", t)
+    key, cached = unchanged
+    t = lap("stat_check_and_cache_load", t)
     references = References._from_cached(cached, key)
     t = lap("references", t)
     parsed = read_predictions(predictions)

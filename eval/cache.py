@@ -14,9 +14,10 @@ Computing the fingerprint means reading the split's parquet (pyarrow, its mask b
 third of a warm run. So, as git's index does for a working tree, the cache also remembers, per
 local folder and split, the ``os.stat`` of the files the fingerprint was computed from (the
 card, the shards and the folders that hold them) in a ``<key>.split.json`` file. While every
-one of them is unchanged (size, modification and change times in ns, inode), the remembered
-fingerprint is used without reading the parquet; any change, or a damaged record, falls back to
-computing it. A record is only written for files last changed more than ``RACY_SECONDS`` ago, so
+one of them is unchanged (size, modification and change times in ns, inode) and the cache file
+is the one the record was written against (its payload checksum is kept in the record), the
+remembered fingerprint is used without reading the parquet; any change, or a damaged record,
+falls back to computing it. A record is only written for files last changed more than ``RACY_SECONDS`` ago, so
 an edit within the file system's timestamp granularity cannot go unseen. (Like the code itself,
 the cache folder must be writable only by whoever runs the judge.)
 """
@@ -77,13 +78,14 @@ class GroundTruthCache:
     def path(self, fingerprint: str) -> Path:
         return self.folder / f"{fingerprint}.rle"
 
-    def load(self, fingerprint: str) -> CachedSplit | None:
-        """The split stored under ``fingerprint``, or None when the file is absent or not trustworthy."""
+    def load(self, fingerprint: str, *, payload_sha256: str | None = None) -> CachedSplit | None:
+        """The split stored under ``fingerprint``, or None when the file is absent or not trustworthy (or, with
+        ``payload_sha256``, not that exact content)."""
         path = self.path(fingerprint)
         if not path.is_file():
             return None
         try:
-            return _read(path, fingerprint)
+            return _read(path, fingerprint, payload_sha256)
         except Exception as error:  # noqa: BLE001 - any failure to read or verify means "rebuild"
             logger.warning("ground-truth cache %s is unusable (%s): rebuilding it", path, error)
             return None
@@ -93,8 +95,9 @@ class GroundTruthCache:
         path = self.path(fingerprint)
         return path if _write_atomically(self.folder, path, _encode(fingerprint, split)) else None
 
-    def known_fingerprint(self, data: str | os.PathLike[str], split: str) -> str | None:
-        """The fingerprint remembered for ``split`` of the local folder ``data`` while none of its files changed."""
+    def load_unchanged(self, data: str | os.PathLike[str], split: str) -> tuple[str, CachedSplit] | None:
+        """The fingerprint and cached content of ``split`` of the local folder ``data``, when its stat record
+        says none of its files changed and the cache file is the one the record was written beside."""
         path = self._stat_path(data, split)
         if not path.is_file():
             return None
@@ -105,8 +108,7 @@ class GroundTruthCache:
                 raise ValueError("it does not match its checksum")
             if body["folder"] != _resolved(data) or body["split"] != split:
                 raise ValueError("it belongs to another folder or split")
-            files = body["files"]
-            fingerprint = body["fingerprint"]
+            files, fingerprint, payload = body["files"], body["fingerprint"], body["payload_sha256"]
             if not isinstance(files, list) or not files or not isinstance(fingerprint, str):
                 raise ValueError("it lists no files")
         except Exception as error:  # noqa: BLE001 - a damaged record only costs computing the fingerprint
@@ -115,15 +117,22 @@ class GroundTruthCache:
         for name, recorded in files:
             if _stat(name) != recorded:
                 return None
-        return fingerprint
+        cached = self.load(fingerprint, payload_sha256=payload)
+        return None if cached is None else (fingerprint, cached)
 
     def remember(
         self, data: str | os.PathLike[str], split: str, files: Sequence[str | os.PathLike[str]], fingerprint: str
     ) -> Path | None:
-        """Record the stat of ``files`` (what ``fingerprint`` was computed from, with the folders holding them).
+        """Record the stat of ``files`` (what ``fingerprint`` was computed from, with the folders holding them)
+        and the checksum of the cache file they were checked against, which a later run then requires.
 
-        Nothing is written when one of them changed in the last ``RACY_SECONDS`` or the folder is not writable.
+        Nothing is written when one of them changed in the last ``RACY_SECONDS``, when there is no cache file
+        or the folder is not writable.
         """
+        try:
+            payload = _header(self.path(fingerprint))["sha256"]
+        except (OSError, ValueError, KeyError):
+            return None
         folder = Path(_resolved(data))
         watched = {folder}
         for name in files:
@@ -142,6 +151,7 @@ class GroundTruthCache:
             "split": split,
             "files": [[name, stat] for name, stat in stats],
             "fingerprint": fingerprint,
+            "payload_sha256": payload,
         }
         path = self._stat_path(data, split)
         content = json.dumps({**body, "sha256": _digest(body)}).encode()
@@ -213,7 +223,15 @@ def _encode(fingerprint: str, split: CachedSplit) -> bytes:
     return FORMAT + json.dumps(header).encode() + b"\n" + payload
 
 
-def _read(path: Path, fingerprint: str) -> CachedSplit:
+def _header(path: Path) -> dict:
+    """A cache file's header line (fingerprint, sample count, section sizes, payload checksum)."""
+    with path.open("rb") as file:
+        if file.readline(len(FORMAT)) != FORMAT:
+            raise ValueError("it is not a ground-truth cache file of this version")
+        return json.loads(file.readline(1 << 16))
+
+
+def _read(path: Path, fingerprint: str, payload_sha256: str | None = None) -> CachedSplit:
     content = path.read_bytes()
     if not content.startswith(FORMAT):
         raise ValueError("it is not a ground-truth cache file of this version")
@@ -221,6 +239,8 @@ def _read(path: Path, fingerprint: str) -> CachedSplit:
     header = json.loads(content[len(FORMAT) : end])
     if header["fingerprint"] != fingerprint:
         raise ValueError("it belongs to another split")
+    if payload_sha256 is not None and header["sha256"] != payload_sha256:
+        raise ValueError("it was rewritten since the split's stat was recorded")
     payload = memoryview(content)[end + 1 :]
     if hashlib.sha256(payload).hexdigest() != header["sha256"]:
         raise ValueError("its content does not match its checksum")

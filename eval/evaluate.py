@@ -79,10 +79,9 @@ class References:
             from eval.cache import GroundTruthCache
 
             cache = GroundTruthCache(cache_dir)
-            known = cache.known_fingerprint(data, split)
-            cached = cache.load(known) if known is not None else None
-            if cached is not None:
-                return cls._from_cached(cached, known)
+            unchanged = cache.load_unchanged(data, split)
+            if unchanged is not None:
+                return cls._from_cached(unchanged[1], unchanged[0])
         from eval import groundtruth
 
         shards = groundtruth.card_shards(data, split)

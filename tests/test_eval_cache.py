@@ -76,8 +76,14 @@ def test_a_damaged_cache_is_rebuilt_and_scores_the_same(lb_settings, truth, tmp_
     assert (rescored.giou, rescored.ciou, rescored.ci95) == (scored.giou, scored.ciou, scored.ci95)
 
 
-def test_a_cache_file_of_other_samples_under_the_right_name_is_not_trusted(split_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("stat_recorded", [True, False])
+def test_a_cache_file_of_other_samples_under_the_right_name_is_not_trusted(
+    split_dir, tmp_path, monkeypatch, stat_recorded
+):
+    # With the split's stat recorded, the record's payload checksum is what catches the rewritten file.
+    monkeypatch.setattr(cache_module, "RACY_SECONDS", 0.0 if stat_recorded else 1e12)
     fresh = References.from_data(split_dir, "test", cache_dir=tmp_path)
+    assert len(_stat_records(tmp_path)) == int(stat_recorded)
     counts = [coco["counts"] for coco in fresh.masks]
     # A well-formed file with a matching checksum, for the samples in another order.
     n = len(fresh)
