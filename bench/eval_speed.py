@@ -335,13 +335,13 @@ def main() -> None:
         return profile_main(*sys.argv[2:5])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000, 40000])
-    parser.add_argument("--hd-samples", type=int, default=1000, help="samples of the 1920x1080 split")
+    parser.add_argument("--hd-samples", type=int, default=1000, help="samples of the 1920x1080 split (0: none)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default {RESULTS.relative_to(ROOT)})")
     args = parser.parse_args()
     load_before = os.getloadavg()
     rows = []
-    configs = [(n, (480, 640)) for n in args.sizes] + [(args.hd_samples, (1080, 1920))]
+    configs = [(n, (480, 640)) for n in args.sizes] + ([(args.hd_samples, (1080, 1920))] if args.hd_samples else [])
     for n, size in configs:
         with tempfile.TemporaryDirectory(prefix="eval-speed-") as temporary:
             small = n <= 5000
