@@ -17,9 +17,9 @@ card, the shards and the folders that hold them) in a ``<key>.split.json`` file.
 one of them is unchanged (size, modification and change times in ns, inode) and the cache file
 is the one the record was written against (its payload checksum is kept in the record), the
 remembered fingerprint is used without reading the parquet; any change, or a damaged record,
-falls back to computing it. A record is only written for files last changed more than ``RACY_SECONDS`` ago, so
-an edit within the file system's timestamp granularity cannot go unseen. (Like the code itself,
-the cache folder must be writable only by whoever runs the judge.)
+falls back to computing it. A record is only written for files last changed more than
+``RACY_SECONDS`` ago, so an edit within the file system's timestamp granularity cannot go unseen.
+(Like the code itself, the cache folder must be writable only by whoever runs the judge.)
 """
 
 from __future__ import annotations
