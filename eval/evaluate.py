@@ -185,15 +185,14 @@ def _match(predictions: Mapping[str, RLE], references: References) -> tuple[list
         position = {sample_id: k for k, sample_id in enumerate(ids)}
         order = [position[i] for i in references.ids]
         cocos, areas = [cocos[k] for k in order], areas[order]
-    aligned = cocos
-    pairs = zip(references.ids, aligned, references.sizes, strict=True)
+    pairs = zip(references.ids, cocos, references.sizes, strict=True)
     wrong = [i for i, coco, (height, width) in pairs if coco["size"][0] != height or coco["size"][1] != width]
     if wrong:
         first = references.positions[wrong[0]]
-        got = "x".join(map(str, aligned[first]["size"]))
+        got = "x".join(map(str, cocos[first]["size"]))
         expected = "x".join(map(str, references.sizes[first]))
         raise PredictionsError(
             f"the mask of id(s) {name_ids(wrong)} is not at the image's size ({short_id(wrong[0])}: {got}, "
             f"image {expected}, as height x width)"
         )
-    return aligned, areas
+    return cocos, areas

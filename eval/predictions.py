@@ -115,14 +115,9 @@ class ValidatedPredictions(dict):
         return list(self) == ids
 
 
-def validate_masks(predictions: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Check every mask is RLE that decodes to exactly height*width pixels; return them in pycocotools form."""
-    ids, cocos, _ = validated_masks(predictions)
-    return dict(zip(ids, cocos, strict=True))
-
-
 def validated_masks(predictions: Mapping[str, Any]) -> tuple[list[str], list[dict[str, Any]], np.ndarray]:
-    """``validate_masks`` as aligned lists: the ids, their masks in pycocotools form and their areas (int64)."""
+    """Check every mask is RLE that decodes to exactly height*width pixels; return aligned lists of the ids,
+    their masks in pycocotools form and their areas (int64)."""
     if isinstance(predictions, ValidatedPredictions):
         ids, masks, cocos, areas = predictions.checked
         if predictions.unchanged():
