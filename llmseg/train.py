@@ -33,9 +33,10 @@ from tqdm import tqdm
 from eval import References, evaluate, rle
 from eval.contract import load_split
 from eval.report import Report
+from llmseg.feature_cache import FeatureCache
 from llmseg.model.checkpoint import load_weights
 from llmseg.model.config import LLMSegConfig
-from llmseg.model.llmseg import LLMSeg, TrainingBatch
+from llmseg.model.llmseg import FeatureBatch, LLMSeg, TrainingBatch
 from llmseg.model.selection import select
 from llmseg.prepare import image_array, load_prepared, prepare, starting_point
 
@@ -92,6 +93,10 @@ class TrainConfig:
     # With init_weights: the added modules learn at this multiple of learning_rate (they start from
     # scratch while everything else is fine-tuned at a low rate).
     new_modules_lr_scale: float = 1.0
+    # Not in the release: "selector" freezes the region encoder and the VLM (no CE term then) and
+    # trains the selection module on their outputs, computed once per question before the first
+    # step (llmseg.feature_cache): each step then costs the selection module alone.
+    trainable: Literal["all", "selector"] = "all"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -276,6 +281,21 @@ def training_batches(
     else:
         for samples in loader(data, batches, workers):
             yield collate(model, samples)
+
+
+def cached_batches(
+    model: LLMSeg, data: TrainingData, batches: Iterator[list[int]], train_config: TrainConfig
+) -> Iterator[FeatureBatch]:
+    """``training_batches`` for a model whose encoders are frozen: every question is encoded once,
+    then each micro-batch is gathered from the cache."""
+    in_order = [
+        list(range(start, min(start + train_config.validation_batch_size, len(data))))
+        for start in range(0, len(data), train_config.validation_batch_size)
+    ]
+    encoded = training_batches(model, data, iter(in_order), train_config.data_workers)
+    cache = FeatureCache.build(model, encoded, total=len(data))
+    for indices in batches:
+        yield cache.batch(indices)
 
 
 def sample_order(size: int, epoch: int, seed: int) -> np.ndarray:
@@ -471,6 +491,8 @@ def train(
     fresh = set()
     if train_config.init_weights:
         fresh = set(load_weights(model, train_config.init_weights, new_modules=True))
+    if train_config.trainable == "selector":
+        model.freeze_encoders()
     model.train()
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     parameters = [p for _, p in trainable]
@@ -527,7 +549,11 @@ def train(
         _validate_and_keep_best(accelerator, model, validation_set, references, train_config, output, state)
     running: dict[str, list[float]] = {}
     unwrapped = _unwrap(accelerator, model)
-    micro_batches = training_batches(unwrapped, train_data, batches, train_config.data_workers)
+    micro_batches: Iterator[TrainingBatch | FeatureBatch]
+    if train_config.trainable == "selector":
+        micro_batches = cached_batches(unwrapped, train_data, batches, train_config)
+    else:
+        micro_batches = training_batches(unwrapped, train_data, batches, train_config.data_workers)
     while state["step"] < end:
         for _ in range(train_config.gradient_accumulation_steps):
             with accelerator.accumulate(model):

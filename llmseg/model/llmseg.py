@@ -6,6 +6,7 @@ timings lives in ``llmseg.pipeline.Segmenter``, which calls the same stages.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,6 +65,37 @@ class TrainingBatch:
 
 
 @dataclass
+class FeatureBatch:
+    """B questions as the selection module reads them: the region encoder's and the VLM's outputs,
+    with the training targets. Training the selector alone (``trainable="selector"``) computes these
+    once per question (``llmseg.feature_cache``) instead of running both encoders every step.
+
+    features: (B, K, D) pooled proposal features. proposal_valid: (B, K) bool. geometry: (B, K, 5)
+    boxes or None (``LLMSeg.proposal_boxes``). seg_hidden, token_hidden, token_valid: as in
+    ``VLMOutput``. The targets are ``TrainingBatch``'s.
+    """
+
+    features: torch.Tensor
+    proposal_valid: torch.Tensor
+    geometry: torch.Tensor | None
+    seg_hidden: torch.Tensor
+    token_hidden: torch.Tensor
+    token_valid: torch.Tensor
+    iou_target: torch.Tensor
+    iop_target: torch.Tensor
+    has_target: torch.Tensor
+    anchor_target: torch.Tensor | None = None
+
+    def to(self, device: str | torch.device) -> FeatureBatch:
+        return FeatureBatch(
+            **{
+                field.name: None if getattr(self, field.name) is None else getattr(self, field.name).to(device)
+                for field in dataclasses.fields(self)
+            }
+        )
+
+
+@dataclass
 class LLMSegOutput:
     """loss: weighted sum of ``losses`` (keys "ce", "align", "iop", and "existence" when the head
     exists, "anchor" when the batch has anchor masks). iop, similarity: (B, K). existence_logit:
@@ -94,6 +126,7 @@ class LLMSeg(nn.Module):
         self.region_encoder = region_encoder
         self.selector = selector
         self.proposal_generator = proposal_generator  # not an nn.Module: SAM stays frozen and outside the graph
+        self.encoders_frozen = False
 
     @classmethod
     def from_config(cls, config: LLMSegConfig, device: str | torch.device = "cpu") -> LLMSeg:
@@ -122,6 +155,21 @@ class LLMSeg(nn.Module):
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
         """Write config.json and the trained weights (frozen pretrained bases are referenced, not copied)."""
         return checkpoint.save(self, directory)
+
+    def freeze_encoders(self) -> None:
+        """Train the selection module alone: the region encoder and the VLM get no gradients and stay
+        in eval mode through later ``train()`` calls, so their outputs are fixed and can be cached."""
+        for module in (self.region_encoder, self.vlm):
+            module.requires_grad_(False)
+            module.eval()
+        self.encoders_frozen = True
+
+    def train(self, mode: bool = True) -> LLMSeg:
+        super().train(mode)
+        if self.encoders_frozen:
+            self.region_encoder.eval()
+            self.vlm.eval()
+        return self
 
     @property
     def device(self) -> torch.device:
@@ -182,13 +230,37 @@ class LLMSeg(nn.Module):
             anchor_target=anchor,
         )
 
-    def forward(self, batch: TrainingBatch) -> LLMSegOutput:
-        """Scores and the weighted training loss (CE + alignment + IoP [+ existence]) of one batch."""
+    def encode(self, batch: TrainingBatch, *, with_loss: bool) -> tuple[FeatureBatch, torch.Tensor | None]:
+        """Run the region encoder and the VLM: the selection module's inputs, and the VLM's answer CE
+        when ``with_loss``."""
         batch = batch.to(self.device)
         geometry = self.proposal_boxes(batch.proposal_masks)
         features = self.region_encoder(batch.region_pixels, batch.proposal_masks, geometry)
-        vlm_out = self.vlm.encode(batch.images, batch.queries, sentences=batch.sentences, with_loss=True)
-        scores = self.score(features, batch.proposal_valid, vlm_out, geometry)
+        vlm_out = self.vlm.encode(batch.images, batch.queries, sentences=batch.sentences, with_loss=with_loss)
+        encoded = FeatureBatch(
+            features=features,
+            proposal_valid=batch.proposal_valid,
+            geometry=geometry,
+            seg_hidden=vlm_out.seg_hidden,
+            token_hidden=vlm_out.token_hidden,
+            token_valid=vlm_out.token_valid,
+            iou_target=batch.iou_target,
+            iop_target=batch.iop_target,
+            has_target=batch.has_target,
+            anchor_target=batch.anchor_target,
+        )
+        return encoded, vlm_out.lm_loss
+
+    def forward(self, batch: TrainingBatch | FeatureBatch) -> LLMSegOutput:
+        """Scores and the weighted training loss (CE + alignment + IoP [+ existence, anchor]) of one
+        batch; a ``FeatureBatch`` (encoders already run) has no CE term."""
+        lm_loss = None
+        if isinstance(batch, TrainingBatch):
+            batch, lm_loss = self.encode(batch, with_loss=True)
+        else:
+            batch = batch.to(self.device)
+        text = VLMOutput(batch.seg_hidden, batch.token_hidden, batch.token_valid, lm_loss=None)
+        scores = self.score(batch.features, batch.proposal_valid, text, batch.geometry)
         weights = self.config.losses
         # Alignment ranks proposals by overlap with the target: undefined when there is no target.
         aligned = batch.proposal_valid & batch.has_target[:, None]
@@ -197,8 +269,8 @@ class LLMSeg(nn.Module):
             "iop": iop_loss(scores.iop, batch.iop_target, batch.proposal_valid),
         }
         total = weights.align_weight * losses["align"] + weights.iop_weight * losses["iop"]
-        if vlm_out.lm_loss is not None:
-            losses["ce"] = vlm_out.lm_loss
+        if lm_loss is not None:
+            losses["ce"] = lm_loss
             total = total + weights.ce_weight * losses["ce"]
         if scores.existence_logit is not None:
             losses["existence"] = existence_loss(scores.existence_logit, batch.has_target)
