@@ -8,7 +8,9 @@ on a CPU, collates ahead; then forward, backward, clipping, AdamW) for ``--warmu
 its batch and how long it computes. Two references in the same run, each as a ratio: the same loop
 with collation in the main process (the worker only decodes), and the data work per question when
 proposals are computed on the fly instead of decoded from the prepared file (what training without
-``prepare`` would cost). Prints the figures and writes ``bench/results/train_speed.json``. On a
+``prepare`` would cost). Then the ``trainable="selector"`` loop: the encoders frozen, every
+question encoded once (timed per question), steps on cached batches, as a ratio to the full step.
+Prints the figures and writes ``bench/results/train_speed.json``. On a
 shared machine the wall-clock rates depend on the load (recorded); samples per CPU second (the main
 process's CPU time plus the worker's decoding and collation) is what an idle machine would give.
 One intra-op thread by default: with more, threads that other jobs preempt stall each other.
@@ -34,9 +36,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval.contract import load_split  # noqa: E402
-from llmseg.model.llmseg import (
-    LLMSeg,  # noqa: E402
-    TrainingBatch,  # noqa: E402
+from llmseg.feature_cache import FeatureCache  # noqa: E402
+from llmseg.model.llmseg import (  # noqa: E402
+    FeatureBatch,
+    LLMSeg,
+    TrainingBatch,
 )
 from llmseg.model.presets import get_preset  # noqa: E402
 from llmseg.model.proposals import build_proposal_generator  # noqa: E402
@@ -76,7 +80,10 @@ def on_the_fly_seconds(preset: str, split, count: int) -> float:
 
 
 def timed_steps(
-    model: LLMSeg, optimizer: torch.optim.Optimizer, stream: Iterator[TrainingBatch], args: argparse.Namespace
+    model: LLMSeg,
+    optimizer: torch.optim.Optimizer,
+    stream: Iterator[TrainingBatch | FeatureBatch],
+    args: argparse.Namespace,
 ) -> dict[str, float]:
     """Mean seconds per step (``wait`` for the batch, ``compute``, ``step``) and main-process ``cpu`` seconds."""
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
@@ -134,6 +141,8 @@ def bench_preset(preset: str, args: argparse.Namespace, scratch: Path, device: s
     batches = micro_batch_indices(len(data), 0, batch, seed=0)
     reference = timed_steps(model, optimizer, main_process_collation(model, data, batches, workers), args)
 
+    selector_only = selector_only_steps(model, data, batch, settings.learning_rate, workers, args)
+
     samples = [data[index] for index in range(batch)]
     start, cpu_start = time.perf_counter(), time.process_time()
     collate(model, samples)
@@ -163,6 +172,14 @@ def bench_preset(preset: str, args: argparse.Namespace, scratch: Path, device: s
         "reference_on_the_fly_proposals_s_per_question": round(on_the_fly, 4),
         "ratio_on_the_fly_over_prepared_data": round(on_the_fly / decode, 2),
         "trainable_parameters": sum(p.numel() for p in parameters),
+        "selector_only": {
+            "seconds_per_step": round(selector_only["step"], 4),
+            "samples_per_s": round(batch / selector_only["step"], 1),
+            "encode_s_per_question": round(selector_only["encode"], 4),
+            "cache_kb_per_question": round(selector_only["bytes_per_question"] / 1024, 1),
+            "trainable_parameters": selector_only["parameters"],
+        },
+        "ratio_full_step_over_selector_only_step": round(loop["step"] / selector_only["step"], 1),
     }
     print(
         f"{preset} (batch {batch}): {result['samples_per_s']} samples/s, {result['samples_per_cpu_s']} per CPU second; "
@@ -178,7 +195,36 @@ def bench_preset(preset: str, args: argparse.Namespace, scratch: Path, device: s
         f"{on_the_fly * 1000:.1f} ms ({result['ratio_on_the_fly_over_prepared_data']}x); prepare "
         f"{prepare_s * 1000:.1f} ms"
     )
+    print(
+        f"  selector only (trainable=selector, cached encoder outputs): {selector_only['step']:.4f} s/step, "
+        f"{result['ratio_full_step_over_selector_only_step']}x faster; encoding once costs "
+        f"{selector_only['encode'] * 1000:.1f} ms per question"
+    )
     return result
+
+
+def selector_only_steps(
+    model: LLMSeg, data: TrainingData, batch: int, learning_rate: float, workers: int, args: argparse.Namespace
+) -> dict[str, float]:
+    """The ``trainable="selector"`` loop: encode every question once (timed per question), then
+    steps on cached batches. Freezes ``model``'s encoders, so it runs after the full-model timings."""
+    model.freeze_encoders()
+    model.train()
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate)
+    in_order = [list(range(start, min(start + 32, len(data)))) for start in range(0, len(data), 32)]
+    start = time.perf_counter()
+    cache = FeatureCache.build(model, training_batches(model, data, iter(in_order), workers), total=len(data))
+    encode = (time.perf_counter() - start) / len(data)
+    stream = (cache.batch(indices) for indices in micro_batch_indices(len(data), 0, batch, seed=0))
+    timings = timed_steps(model, optimizer, stream, args)
+    stored = sum(value.nbytes for entry in cache.entries for value in entry.values() if value is not None)
+    return {
+        **timings,
+        "encode": encode,
+        "bytes_per_question": stored / len(cache),
+        "parameters": sum(p.numel() for p in parameters),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 
 With ``trainable="selector"`` the region encoder and the VLM do not change, so what they produce
 for a question is the same at every step. Running them once per question and training the
-selector on the stored outputs makes a ``shapes`` step about 20x cheaper (``bench/train_speed.py``),
+selector on the stored outputs makes a ``shapes`` step about 7x cheaper (``bench/train_speed.py``),
 so the part that picks proposals gets many more updates in the same time.
 """
 
