@@ -2,9 +2,9 @@
 
 The gallery is what ``app.py`` shows (``AppSettings`` defaults: its data, split and count), so a
 visitor who clicks an example sees the model's answer. "Right" is the evaluation's notion of a
-hit: IoU >= 0.5 with the ground truth, or an empty mask when nothing is asked for. Four examples
-are still answered wrongly; they are marked as expected failures (strict, so a model that gets
-them right makes this test fail until the mark is removed).
+hit: IoU >= 0.5 with the ground truth, or an empty mask when nothing is asked for. One example
+is still answered wrongly; it is marked as an expected failure (strict, so a model that gets it
+right makes this test fail until the mark is removed).
 """
 
 from __future__ import annotations
@@ -24,10 +24,8 @@ from llmseg_app.settings import AppSettings
 
 GALLERY_SIZE = AppSettings().num_examples
 KNOWN_WRONG = {
-    0: "'the topmost crescent': picks the large cyan crescent, whose top edge is lower than the pink one's",
-    1: "'the pink thing with a shape that no other pink thing has' (unique): misses the target (IoU 0)",
-    4: "'the yellow shape with exactly four corners': misses the target (IoU 0; the second edition was right)",
-    11: "a no-target relation ('the cyan square left of the blue object'): answers a cyan square instead of nothing",
+    11: "a no-target relation ('the cyan square left of the blue object'): answers the cyan square just "
+    "above and right of the blue one's centre instead of nothing (existence 0.99)",
 }
 
 
