@@ -25,7 +25,7 @@ from eval.contract import load_split
 from llmseg.model.llmseg import LLMSeg
 from llmseg.model.selection import select
 from llmseg.prepare import load_prepared
-from llmseg.train import TrainingData, collate, loader
+from llmseg.train import TrainingData, collate, in_order_batches, loader
 
 RESULTS = Path(__file__).parent / "results"
 IOP_THRESHOLDS = (0.8, 0.85, 0.9, 0.95)
@@ -37,8 +37,7 @@ def scores(model: LLMSeg, data: TrainingData, batch_size: int = 32) -> list[dict
     """Per question: its proposals, predicted IoP, similarity and existence probability."""
     model.eval()
     rows = []
-    batches = [list(range(s, min(s + batch_size, len(data)))) for s in range(0, len(data), batch_size)]
-    for samples in loader(data, batches, 0):
+    for samples in loader(data, in_order_batches(len(data), batch_size), 0):
         output = model(collate(model, samples))
         existence = torch.sigmoid(output.existence_logit)
         for row, sample in enumerate(samples):

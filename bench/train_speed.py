@@ -36,7 +36,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval.contract import load_split  # noqa: E402
-from llmseg.feature_cache import FeatureCache  # noqa: E402
 from llmseg.model.llmseg import (  # noqa: E402
     FeatureBatch,
     LLMSeg,
@@ -48,6 +47,7 @@ from llmseg.prepare import image_array, load_prepared, prepare  # noqa: E402
 from llmseg.train import (  # noqa: E402
     TrainingData,
     collate,
+    encode_questions,
     loader,
     micro_batch_indices,
     train_config_for,
@@ -212,9 +212,8 @@ def selector_only_steps(
     model.train()
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate)
-    in_order = [list(range(start, min(start + 32, len(data)))) for start in range(0, len(data), 32)]
     start = time.perf_counter()
-    cache = FeatureCache.build(model, training_batches(model, data, iter(in_order), workers), total=len(data))
+    cache = encode_questions(model, data, batch_size=32, workers=workers)
     encode = (time.perf_counter() - start) / len(data)
     stream = (cache.batch(indices) for indices in micro_batch_indices(len(data), 0, batch, seed=0))
     timings = timed_steps(model, optimizer, stream, args)

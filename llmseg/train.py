@@ -283,17 +283,26 @@ def training_batches(
             yield collate(model, samples)
 
 
+def in_order_batches(size: int, batch_size: int) -> list[list[int]]:
+    """Indices 0..size-1 cut into consecutive batches of ``batch_size`` (the last may be shorter):
+    one pass over a split, as validation and encoding make it."""
+    return [list(range(start, min(start + batch_size, size))) for start in range(0, size, batch_size)]
+
+
+def encode_questions(model: LLMSeg, data: TrainingData, *, batch_size: int, workers: int) -> FeatureCache:
+    """Every question of ``data`` through ``model``'s frozen encoders once, in index order."""
+    batches = in_order_batches(len(data), batch_size)
+    return FeatureCache.build(model, training_batches(model, data, iter(batches), workers), total=len(data))
+
+
 def cached_batches(
     model: LLMSeg, data: TrainingData, batches: Iterator[list[int]], train_config: TrainConfig
 ) -> Iterator[FeatureBatch]:
     """``training_batches`` for a model whose encoders are frozen: every question is encoded once,
     then each micro-batch is gathered from the cache."""
-    in_order = [
-        list(range(start, min(start + train_config.validation_batch_size, len(data))))
-        for start in range(0, len(data), train_config.validation_batch_size)
-    ]
-    encoded = training_batches(model, data, iter(in_order), train_config.data_workers)
-    cache = FeatureCache.build(model, encoded, total=len(data))
+    cache = encode_questions(
+        model, data, batch_size=train_config.validation_batch_size, workers=train_config.data_workers
+    )
     for indices in batches:
         yield cache.batch(indices)
 
@@ -366,8 +375,7 @@ def validate(
     model.eval()
     predictions: dict[str, dict[str, Any]] = {}
     losses = []
-    batches = [list(range(start, min(start + batch_size, len(data)))) for start in range(0, len(data), batch_size)]
-    for samples in loader(data, batches, workers):
+    for samples in loader(data, in_order_batches(len(data), batch_size), workers):
         output = model(collate(model, samples))
         losses.append(float(output.loss) * len(samples))
         existence = torch.sigmoid(output.existence_logit) if output.existence_logit is not None else None
