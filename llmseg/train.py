@@ -83,6 +83,7 @@ class TrainConfig:
     # Not in the release: "TAG=N,TAG=N" shows every training question with one of these tags N
     # times per epoch (the largest N of its tags; integers, others once), so a fine-tune can spend
     # its updates on the question kinds the model fails most (the shapes model's relations).
+    # "TAG+TAG=N" weights the questions that carry both (relations with no answer).
     tag_weights: str | None = None
     # Not in the release: the anchor masks of the training questions (a parquet file from
     # ``python -m llmseg.data shapes-anchors``), the labels of the anchor loss (losses.anchor_weight).
@@ -160,23 +161,30 @@ def train_config_for(preset: str, overrides: dict[str, Any] | None = None) -> Tr
 
 
 def parse_tag_weights(text: str) -> dict[str, int]:
-    """``"relation=3,comparative=2"`` -> {"relation": 3, "comparative": 2}; a clear error otherwise."""
+    """``"relation=3,comparative=2"`` -> {"relation": 3, "comparative": 2}; a clear error otherwise.
+
+    A key may join tags with ``+`` (``relation+no-target=6``): it weights only the samples that
+    carry all of them, so a rare kind of question (a relation with no answer) can be shown more
+    often than either tag alone is."""
     weights: dict[str, int] = {}
     for item in text.split(","):
-        tag, _, count = item.strip().partition("=")
-        if not tag or not count.strip().isdigit() or int(count) < 1 or tag in weights:
+        key, _, count = item.strip().partition("=")
+        tags = key.split("+")
+        if not all(tags) or not count.strip().isdigit() or int(count) < 1 or key in weights:
             raise ValueError(
-                f"tag_weights {text!r}: write distinct TAG=N pairs with whole N >= 1, comma-separated "
-                "(e.g. relation=3,comparative=2)"
+                f"tag_weights {text!r}: write distinct TAG=N pairs with whole N >= 1, comma-separated; "
+                "TAG may join tags with + to weight the samples that carry them all "
+                "(e.g. relation=3,comparative=2,relation+no-target=6)"
             )
-        weights[tag] = int(count)
+        weights[key] = int(count)
     return weights
 
 
 def sampling_pool(tags: Sequence[Sequence[str]], weights: dict[str, int]) -> np.ndarray:
-    """Sample indices, each repeated by the largest weight of its tags (1 without a weighted tag):
-    one epoch of tag-weighted training is a permutation of this pool."""
-    repeats = [max([weights.get(tag, 1) for tag in sample_tags], default=1) for sample_tags in tags]
+    """Sample indices, each repeated by the largest weight whose tags it all carries (1 without
+    one): one epoch of tag-weighted training is a permutation of this pool."""
+    keys = [(frozenset(key.split("+")), count) for key, count in weights.items()]
+    repeats = [max([count for key, count in keys if key <= set(sample_tags)], default=1) for sample_tags in tags]
     return np.repeat(np.arange(len(tags)), repeats)
 
 

@@ -174,7 +174,16 @@ def test_tag_weights_repeat_samples_within_each_epoch() -> None:
     assert [i for chunk in resumed for i in chunk] == stream[6:18]
 
 
-@pytest.mark.parametrize("text", ["relation", "relation=0", "relation=1.5", "relation=2,relation=3", "=2"])
+def test_a_joined_tag_weight_counts_only_samples_with_all_its_tags() -> None:
+    tags = [["relation"], ["relation", "no-target"], ["attribute", "no-target"], ["no-target"]]
+    weights = parse_tag_weights("relation=3,no-target=2,relation+no-target=6")
+    assert weights == {"relation": 3, "no-target": 2, "relation+no-target": 6}
+    assert np.bincount(sampling_pool(tags, weights)).tolist() == [3, 6, 2, 2]
+
+
+@pytest.mark.parametrize(
+    "text", ["relation", "relation=0", "relation=1.5", "relation=2,relation=3", "=2", "relation+=2", "+no-target=2"]
+)
 def test_bad_tag_weights_are_a_clear_error(text: str) -> None:
     with pytest.raises(ValueError, match="TAG=N"):
         train_config_for("tiny", {"tag_weights": text})
