@@ -27,6 +27,18 @@ def _throwaway_ground_truth_cache(tmp_path_factory: pytest.TempPathFactory) -> N
     os.environ["LLMSEG_EVAL_CACHE"] = str(tmp_path_factory.mktemp("ground-truth-cache"))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module's tests: their models are tiny, and the machine's cores are
+    shared (a module opts in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 SplitRow = tuple[str, np.ndarray, np.ndarray | None, Sequence[str]]
 
 

@@ -30,13 +30,7 @@ from llmseg.model.proposals import SamProposalGenerator
 from llmseg.model.tokenizer import build_word_tokenizer
 from llmseg.pipeline import Segmenter
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def scene() -> tuple[np.ndarray, np.ndarray]:

@@ -14,13 +14,7 @@ from llmseg.model.presets import get_preset
 from llmseg.model.selection import select
 from llmseg.pipeline import Segmenter
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 RED, BLUE, GREEN = (220, 30, 35), (35, 80, 225), (35, 165, 60)  # colours of the shapes palette

@@ -12,13 +12,7 @@ from llmseg.model.presets import get_preset
 from llmseg.model.tokenizer import build_word_tokenizer
 from llmseg.model.vlm import OFFICIAL_SYSTEM, VLM, is_sentence
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def scene(seed: int = 0) -> np.ndarray:

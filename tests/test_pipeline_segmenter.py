@@ -10,13 +10,7 @@ from PIL import Image
 from llmseg.model.llmseg import LLMSeg
 from llmseg.pipeline import MAX_SIDE, MIN_SIDE, Segmenter, to_rgb_array
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,7 @@ from llmseg.predict import completed_ids, merge_parts, predict_split
 COUNT = 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def image_of(index: int) -> np.ndarray:

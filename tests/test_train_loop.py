@@ -35,13 +35,7 @@ from llmseg.train import TRAIN_STATE, TrainingData, read_metrics, train, train_c
 LEARN_STEPS = 48
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> None:
-    """One intra-op thread: these models are tiny, and the machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
