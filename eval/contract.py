@@ -1,11 +1,10 @@
 """The evaluation contract: the columns every reasoning-segmentation split has, and how to load one.
 
 One row per question. A split with ground truth has every column in ``FEATURES``; a public test
-split may omit ``mask`` and ``ignore`` (``PUBLIC_FEATURES``), its ground truth kept elsewhere.
+split has no ground truth in ``GROUND_TRUTH_COLUMNS`` (``mask``, ``ignore``), which is kept
+elsewhere. It keeps those columns but leaves them null: ``datasets`` loads a folder's splits with
+one schema, so a public test split beside a scored validation split must share it.
 Masks are PNG images of mode "L": 255 = target (or ignored pixel), 0 = background.
-A public split keeps the ``mask``/``ignore`` columns but leaves them null: ``datasets`` loads a
-folder's splits with one schema, so a public test split beside a scored validation split must
-share it.
 
 ``datasets`` takes about half a second to import, so it is imported on first use: ``FEATURES``
 is built when first read (PEP 562) and ``load_split`` imports it itself. A leaderboard that only

@@ -32,16 +32,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", required=True, help="split name, e.g. validation")
     parser.add_argument("--out", required=True, type=Path, help="predictions file to write or resume (.jsonl)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N samples of the split")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's); 1 beside other jobs on a shared CPU",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError("--limit must be a positive number of samples")
+    if args.torch_threads is not None and args.torch_threads < 1:
+        raise ValueError("--torch-threads must be at least 1")
     if args.out.is_dir():
         raise ValueError(f"--out {args.out} is a folder; give a file name such as predictions.jsonl")
     from accelerate import PartialState  # one process, or one per GPU under `accelerate launch`
 
+    if args.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     state = PartialState()
     predict_split(
         args.preset,
