@@ -119,11 +119,12 @@ def test_shards_write_parts_that_merge_into_one_file(tmp_path, data_dir, model_d
 def test_torch_threads_sets_the_intra_op_threads(tmp_path, data_dir, model_dir):
     before = torch.get_num_threads()
     try:
-        assert predict("--limit", "1", "--torch-threads", "2", model=model_dir, data=data_dir, out=tmp_path / "p.jsonl") == 0
+        out = tmp_path / "p.jsonl"
+        assert predict("--limit", "1", "--torch-threads", "2", model=model_dir, data=data_dir, out=out) == 0
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
-    assert len(read_predictions(tmp_path / "p.jsonl")) == 1
+    assert len(read_predictions(out)) == 1
 
 
 def test_a_corrupt_line_in_the_middle_is_a_clear_error(tmp_path):
