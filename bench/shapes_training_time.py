@@ -23,7 +23,6 @@ Writes ``bench/results/shapes_training_time.json``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -36,14 +35,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llmseg.prepare import starting_point  # noqa: E402
-from llmseg.train import train, train_config_for  # noqa: E402
+from llmseg.train import read_metrics, train, train_config_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET_DIR = ROOT / "llmseg" / "presets" / "shapes"
 RESULTS = ROOT / "bench" / "results" / "shapes_training_time.json"
 RUNS = ROOT / "runs"
 
-# The card's commands, as (starting config, train() keywords, TrainConfig overrides, full length).
+# The card's commands: the starting config, the validation split and its prepared proposals, the
+# TrainConfig settings the command sets, the stage's full length, and the committed log to match.
 STAGES: dict[str, dict[str, Any]] = {
     "stage1": {
         "preset": str(ROOT / "llmseg" / "configs" / "shapes-first-edition.json"),
@@ -74,12 +74,9 @@ STAGES: dict[str, dict[str, Any]] = {
 }
 
 
-def read_metrics(path: Path) -> dict[tuple[int, str], str]:
-    with path.open() as handle:
-        return {(int(row["step"]), row["name"]): row["value"] for row in csv.DictReader(handle)}
-
-
-def timed_run(stage: dict[str, Any], workers: int, steps: int, output: Path) -> tuple[float, dict]:
+def timed_run(
+    stage: dict[str, Any], workers: int, steps: int, output: Path
+) -> tuple[float, dict[str, list[tuple[int, float]]]]:
     """(wall seconds, logged metrics) of the stage's first ``steps`` steps with ``workers`` data workers."""
     config, _ = starting_point(stage["preset"])
     train_config = train_config_for(config.name, {**stage["settings"], "data_workers": workers})
@@ -121,7 +118,7 @@ def main() -> None:
             entry: dict[str, Any] = {
                 "steps": steps,
                 "full_steps": stage["full_steps"],
-                "logged_values": len(runs[0]["metrics"]),
+                "logged_values": sum(len(series) for series in runs[0]["metrics"].values()),
                 "identical_metrics_workers_0_and_1": same,
                 "speed_ratio_workers1_over_workers0": runs[0]["s_per_step"] / runs[1]["s_per_step"],
             }
@@ -132,10 +129,14 @@ def main() -> None:
                     "full_stage_minutes": round(run["s_per_step"] * stage["full_steps"] / 60, 1),
                 }
             if stage["committed_metrics"] is not None:
-                committed = read_metrics(stage["committed_metrics"])
-                shared = [key for key in runs[1]["metrics"] if key in committed]
-                entry["identical_to_committed_run"] = all(runs[1]["metrics"][k] == committed[k] for k in shared)
-                entry["compared_with_committed"] = len(shared)
+                committed = {name: dict(series) for name, series in read_metrics(stage["committed_metrics"]).items()}
+                pairs = [
+                    (value, committed.get(name, {}).get(step))
+                    for name, series in runs[1]["metrics"].items()
+                    for step, value in series
+                ]
+                entry["identical_to_committed_run"] = all(mine == theirs for mine, theirs in pairs)
+                entry["compared_with_committed"] = len(pairs)
             committed_note = (
                 f", identical to the committed run: {entry['identical_to_committed_run']}"
                 if "identical_to_committed_run" in entry
