@@ -126,3 +126,20 @@ def test_selector_only_run_trains_the_selector_and_leaves_the_encoders(shapes12:
     assert "ce" not in series and "anchor" in series
     losses = [value for _, value in series["loss"]]
     assert losses[-1] < losses[0]
+
+
+def test_both_batch_kinds_move_every_tensor_and_share_the_rest(shapes12: Path) -> None:
+    model = _frozen_model()
+    samples = [_data(shapes12)[index] for index in range(3)]
+    full = collate(model, samples)
+    cached = FeatureCache.build(model, [full], total=3).batch([0, 1, 2])
+    for batch in (full, cached):
+        moved = batch.to("meta")  # a device every machine has: no data is copied
+        assert type(moved) is type(batch)
+        for name, value in vars(batch).items():
+            if isinstance(value, torch.Tensor):
+                assert getattr(moved, name).device.type == "meta", name
+                assert getattr(moved, name).shape == value.shape, name
+            else:
+                assert getattr(moved, name) is value, name
+    assert full.anchor_target is not None and full.to("meta").images is full.images

@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -56,12 +57,7 @@ class TrainingBatch:
     anchor_target: torch.Tensor | None = None
 
     def to(self, device: str | torch.device) -> TrainingBatch:
-        tensors = ("region_pixels", "proposal_masks", "proposal_valid", "iou_target", "iop_target", "has_target")
-        moved = {name: getattr(self, name).to(device) for name in tensors}
-        anchor = None if self.anchor_target is None else self.anchor_target.to(device)
-        return TrainingBatch(
-            images=self.images, queries=self.queries, sentences=self.sentences, anchor_target=anchor, **moved
-        )
+        return _tensors_to(self, device)
 
 
 @dataclass
@@ -87,12 +83,18 @@ class FeatureBatch:
     anchor_target: torch.Tensor | None = None
 
     def to(self, device: str | torch.device) -> FeatureBatch:
-        return FeatureBatch(
-            **{
-                field.name: None if getattr(self, field.name) is None else getattr(self, field.name).to(device)
-                for field in dataclasses.fields(self)
-            }
-        )
+        return _tensors_to(self, device)
+
+
+_Batch = TypeVar("_Batch", TrainingBatch, FeatureBatch)
+
+
+def _tensors_to(batch: _Batch, device: str | torch.device) -> _Batch:
+    """A copy of ``batch`` with its tensor fields on ``device``; the others (images, text, None) are shared."""
+    fields = {field.name: getattr(batch, field.name) for field in dataclasses.fields(batch)}
+    return dataclasses.replace(
+        batch, **{name: value.to(device) for name, value in fields.items() if isinstance(value, torch.Tensor)}
+    )
 
 
 @dataclass
