@@ -24,8 +24,8 @@ from llmseg_app.settings import AppSettings
 
 GALLERY_SIZE = AppSettings().num_examples
 KNOWN_WRONG = {
-    4: "'the yellow shape with exactly four corners': the right square first, then also the object "
-    "above it (IoP 0.93 > 0.9 joins the union), IoU 0.43",
+    6: "'the red triangle nearest to the square': the other red triangle ranked first (similarity 0.32, "
+    "predicted IoP 1.00, true IoP 0), the right one second (-0.31), IoU 0",
 }
 
 
