@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -31,13 +32,15 @@ from typing import Any
 import numpy as np
 import torch
 
-import llmseg.model.selector as selector_module
-from llmseg.data.shapes.anchors import anchor_filters
-from llmseg.data.shapes.generate import generate_sample
-from llmseg.data.shapes.queries import Filter, SceneFacts, _the
-from llmseg.data.shapes.questions import tokenize
-from llmseg.model.llmseg import LLMSeg
-from llmseg.pipeline import Segmenter
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a checkout, installed or not
+
+import llmseg.model.selector as selector_module  # noqa: E402
+from llmseg.data.shapes.anchors import anchor_filters  # noqa: E402
+from llmseg.data.shapes.generate import generate_sample  # noqa: E402
+from llmseg.data.shapes.queries import Filter, SceneFacts, _the  # noqa: E402
+from llmseg.data.shapes.questions import tokenize  # noqa: E402
+from llmseg.model.llmseg import LLMSeg  # noqa: E402
+from llmseg.pipeline import Segmenter  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 OUTCOMES = ("right", "anchor", "described-wrong-place", "other-object", "empty", "false-mask")

@@ -15,17 +15,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from eval import References, evaluate, rle
-from eval.contract import load_split
-from llmseg.model.llmseg import LLMSeg
-from llmseg.model.selection import select
-from llmseg.prepare import load_prepared
-from llmseg.train import TrainingData, collate, in_order_batches, loader
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a checkout, installed or not
+
+from eval import References, evaluate, rle  # noqa: E402
+from eval.contract import load_split  # noqa: E402
+from llmseg.model.llmseg import LLMSeg  # noqa: E402
+from llmseg.model.selection import select  # noqa: E402
+from llmseg.prepare import load_prepared  # noqa: E402
+from llmseg.train import TrainingData, collate, in_order_batches, loader  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 IOP_THRESHOLDS = (0.8, 0.85, 0.9, 0.95)
