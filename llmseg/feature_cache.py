@@ -4,12 +4,23 @@ With ``trainable="selector"`` the region encoder and the VLM do not change, so w
 for a question is the same at every step. Running them once per question and training the
 selector on the stored outputs makes a ``shapes`` step about 7x cheaper (``bench/train_speed.py``),
 so the part that picks proposals gets many more updates in the same time.
+
+The outputs are also kept on disk, beside the prepared proposals, under a fingerprint of everything
+they depend on (the encoders' weights and config, the bytes of the data they read, the encoding
+batch size): a resumed run, or a second selector run on the same encoders (a sweep), reads them
+back, bit for bit, instead of encoding the questions again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
+import datasets
 import torch
 from tqdm import tqdm
 
@@ -19,6 +30,10 @@ from llmseg.model.llmseg import FeatureBatch, LLMSeg, TrainingBatch
 _PROPOSAL_FIELDS = ("features", "geometry", "iou_target", "iop_target", "anchor_target")
 _TOKEN_FIELDS = ("token_hidden", "token_valid")
 _SCALAR_FIELDS = ("seg_hidden", "has_target")
+_ENCODERS = ("region_encoder.", "vlm.")
+_READ_CHUNK = 1 << 24
+
+logger = logging.getLogger(__name__)
 
 
 class FeatureCache:
@@ -46,6 +61,28 @@ class FeatureCache:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def save(self, path: Path, fingerprint: str) -> None:
+        """Write the entries with their fingerprint; atomic, so a reader never sees half a file."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        torch.save({"fingerprint": fingerprint, "entries": self.entries}, partial)
+        partial.replace(path)
+
+    @classmethod
+    def load(cls, path: Path, fingerprint: str) -> FeatureCache | None:
+        """The cache at ``path`` if it was written for ``fingerprint``; None when it is missing, for
+        other encoders or data, or unreadable (the caller encodes again and overwrites it)."""
+        if not path.is_file():
+            return None
+        try:
+            stored = torch.load(path, weights_only=True)
+        except (OSError, RuntimeError, EOFError, ValueError) as error:
+            logger.warning("ignoring the unreadable feature cache %s (%s): encoding again", path, error)
+            return None
+        if not isinstance(stored, dict) or stored.get("fingerprint") != fingerprint:
+            return None
+        return cls(stored["entries"])
 
     def batch(self, indices: Sequence[int]) -> FeatureBatch:
         """The questions at ``indices`` padded to their largest proposal and token counts, as
@@ -90,3 +127,29 @@ def _pad(tensors: Sequence[torch.Tensor], length: int) -> torch.Tensor:
     for row, tensor in enumerate(tensors):
         out[row, : len(tensor)] = tensor
     return out
+
+
+def fingerprint(model: LLMSeg, data: Sequence[datasets.Dataset | None], batch_size: int) -> str | None:
+    """What the encoders' outputs for ``data`` depend on, hashed: their weights and the model config,
+    the bytes of every dataset's files, and the batch size (padding can move the last bit of a
+    float). None when a dataset lives in memory only, with no file to hash: then nothing is kept."""
+    digest = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    digest.update(str(batch_size).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        if name.startswith(_ENCODERS):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    for dataset in data:
+        if dataset is None:
+            digest.update(b"none")
+            continue
+        files = [entry["filename"] for entry in dataset.cache_files]
+        if not files:
+            return None
+        if "id" in dataset.column_names:  # the rows read, which a .select() of the same files changes
+            digest.update("\n".join(dataset["id"]).encode())
+        for filename in files:
+            with open(filename, "rb") as handle:
+                while chunk := handle.read(_READ_CHUNK):
+                    digest.update(chunk)
+    return digest.hexdigest()

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from eval import References, evaluate, rle
 from eval.contract import load_split
 from eval.report import Report
+from llmseg import feature_cache
 from llmseg.feature_cache import FeatureCache
 from llmseg.model.checkpoint import load_weights
 from llmseg.model.config import LLMSegConfig
@@ -304,13 +305,25 @@ def encode_questions(model: LLMSeg, data: TrainingData, *, batch_size: int, work
 
 
 def cached_batches(
-    model: LLMSeg, data: TrainingData, batches: Iterator[list[int]], train_config: TrainConfig
+    model: LLMSeg,
+    data: TrainingData,
+    batches: Iterator[list[int]],
+    train_config: TrainConfig,
+    cache_dir: Path | None = None,
 ) -> Iterator[FeatureBatch]:
     """``training_batches`` for a model whose encoders are frozen: every question is encoded once,
-    then each micro-batch is gathered from the cache."""
-    cache = encode_questions(
-        model, data, batch_size=train_config.validation_batch_size, workers=train_config.data_workers
-    )
+    then each micro-batch is gathered from the cache. With ``cache_dir`` the encoded questions are
+    kept there and read back by any later run on the same encoders and data (a resume, a sweep)."""
+    batch_size = train_config.validation_batch_size
+    key = feature_cache.fingerprint(model, [data.split, data.prepared, data.anchors], batch_size) if cache_dir else None
+    path = cache_dir / f"{train_config.train_split}.features.pt" if cache_dir and key else None
+    cache = FeatureCache.load(path, key) if path and key else None
+    if cache is not None:
+        tqdm.write(f"encoder outputs of {len(cache)} questions read from {path}")
+    else:
+        cache = encode_questions(model, data, batch_size=batch_size, workers=train_config.data_workers)
+        if path and key:
+            cache.save(path, key)
     for indices in batches:
         yield cache.batch(indices)
 
@@ -567,7 +580,7 @@ def train(
     unwrapped = _unwrap(accelerator, model)
     micro_batches: Iterator[TrainingBatch | FeatureBatch]
     if train_config.trainable == "selector":
-        micro_batches = cached_batches(unwrapped, train_data, batches, train_config)
+        micro_batches = cached_batches(unwrapped, train_data, batches, train_config, prepared_dir)
     else:
         micro_batches = training_batches(unwrapped, train_data, batches, train_config.data_workers)
     while state["step"] < end:

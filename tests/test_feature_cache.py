@@ -6,6 +6,7 @@ must leave the region encoder and the VLM as they were.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from safetensors.torch import load_file
 from eval.contract import load_split
 from llmseg.data.shapes import make_shapes
 from llmseg.data.shapes.anchors import load_anchors, write_anchors
-from llmseg.feature_cache import FeatureCache
+from llmseg.feature_cache import FeatureCache, fingerprint
 from llmseg.model.llmseg import LLMSeg
 from llmseg.model.presets import get_preset
 from llmseg.prepare import load_prepared, prepare
@@ -88,11 +89,8 @@ def test_caching_needs_frozen_encoders(shapes12: Path) -> None:
         FeatureCache.build(model, [batch], total=1)
 
 
-def test_selector_only_run_trains_the_selector_and_leaves_the_encoders(shapes12: Path, tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    start = tmp_path / "start"
-    LLMSeg.from_config(get_preset("shapes")).save_pretrained(start)
-    before = LLMSeg.from_pretrained(start).state_dict()
+def _selector_run(shapes12: Path, start: Path, output: Path, prepared: Path) -> None:
+    """12 selector-only steps from the model at ``start``, validating on 4 training questions."""
     settings = {
         "steps": 12,
         "batch_size": 4,
@@ -105,15 +103,29 @@ def test_selector_only_run_trains_the_selector_and_leaves_the_encoders(shapes12:
         "anchors": str(shapes12 / "anchors.parquet"),
         "trainable": "selector",
     }
-    output = tmp_path / "run"
     train(
         get_preset("shapes"),
         str(shapes12 / "data"),
         output,
         train_config_for("shapes", settings),
         init_from=str(start),
-        prepared_dir=shapes12 / "prepared",
+        prepared_dir=prepared,
     )
+
+
+def _saved_model(directory: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    LLMSeg.from_config(get_preset("shapes")).save_pretrained(directory)
+    return directory
+
+
+def test_selector_only_run_trains_the_selector_and_leaves_the_encoders(shapes12: Path, tmp_path: Path) -> None:
+    start = _saved_model(tmp_path / "start", seed=0)
+    before = LLMSeg.from_pretrained(start).state_dict()
+    output = tmp_path / "run"
+    prepared = tmp_path / "prepared"
+    shutil.copytree(shapes12 / "prepared", prepared)
+    _selector_run(shapes12, start, output, prepared)
     after = load_file(str(output / "last" / "model.safetensors"))
     encoders = [name for name in before if name.startswith(("vlm.", "region_encoder."))]
     selector = [name for name in before if name.startswith("selector.")]
@@ -143,3 +155,49 @@ def test_both_batch_kinds_move_every_tensor_and_share_the_rest(shapes12: Path) -
             else:
                 assert getattr(moved, name) is value, name
     assert full.anchor_target is not None and full.to("meta").images is full.images
+
+
+def test_a_second_selector_run_reads_the_encoded_questions_back(
+    shapes12: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = _saved_model(tmp_path / "start", seed=0)
+    prepared = tmp_path / "prepared"
+    shutil.copytree(shapes12 / "prepared", prepared)
+    _selector_run(shapes12, start, tmp_path / "first", prepared)
+    assert (prepared / "train.features.pt").is_file()
+
+    encoded: list[int] = []
+    original = FeatureCache.build.__func__
+
+    def counting_build(cls: type[FeatureCache], *args: object, **kwargs: object) -> FeatureCache:
+        encoded.append(1)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(FeatureCache, "build", classmethod(counting_build))
+    _selector_run(shapes12, start, tmp_path / "second", prepared)
+    assert encoded == []  # same encoders, same data: read back, not encoded
+    first, second = read_metrics(tmp_path / "first" / "metrics.csv"), read_metrics(tmp_path / "second" / "metrics.csv")
+    assert first == second  # bit for bit: every logged loss and validation score
+
+    other = _saved_model(tmp_path / "other", seed=1)  # other encoder weights: the cache does not fit
+    _selector_run(shapes12, other, tmp_path / "third", prepared)
+    assert encoded == [1]
+
+
+def test_an_unreadable_feature_cache_is_encoded_again(shapes12: Path, tmp_path: Path) -> None:
+    model = _frozen_model()
+    data = _data(shapes12)
+    cache = FeatureCache.build(model, [collate(model, [data[index] for index in range(12)])], total=12)
+    key = fingerprint(model, [data.split, data.prepared, data.anchors], 32)
+    assert key is not None
+    path = tmp_path / "train.features.pt"
+    cache.save(path, key)
+    loaded = FeatureCache.load(path, key)
+    assert loaded is not None and len(loaded) == 12
+    for name, value in loaded.batch([3, 1]).__dict__.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, getattr(cache.batch([3, 1]), name)), name
+    assert FeatureCache.load(path, "another fingerprint") is None
+    path.write_bytes(path.read_bytes()[:100])  # cut short, as by a full disk
+    assert FeatureCache.load(path, key) is None
+    assert fingerprint(model, [data.split.select(range(6)), data.prepared, data.anchors], 32) != key
