@@ -77,7 +77,7 @@ class FeatureCache:
             return None
         try:
             stored = torch.load(path, weights_only=True)
-        except (OSError, RuntimeError, EOFError, ValueError) as error:
+        except Exception as error:  # a damaged file raises anything from KeyError to struct.error
             logger.warning("ignoring the unreadable feature cache %s (%s): encoding again", path, error)
             return None
         if not isinstance(stored, dict) or stored.get("fingerprint") != fingerprint:
