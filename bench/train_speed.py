@@ -9,7 +9,9 @@ its batch and how long it computes. Two references in the same run, each as a ra
 with collation in the main process (the worker only decodes), and the data work per question when
 proposals are computed on the fly instead of decoded from the prepared file (what training without
 ``prepare`` would cost). Then the ``trainable="selector"`` loop: the encoders frozen, every
-question encoded once (timed per question), steps on cached batches, as a ratio to the full step.
+question encoded once (timed per question), steps on cached batches, as a ratio to the full step;
+and reading the encoded questions back from the disk cache a later selector run finds (fingerprint
+and load, per question) as a ratio to encoding them again.
 Prints the figures and writes ``bench/results/train_speed.json``. On a
 shared machine the wall-clock rates depend on the load (recorded); samples per CPU second (the main
 process's CPU time plus the worker's decoding and collation) is what an idle machine would give.
@@ -36,6 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval.contract import load_split  # noqa: E402
+from llmseg.feature_cache import FeatureCache, fingerprint  # noqa: E402
 from llmseg.model.llmseg import (  # noqa: E402
     FeatureBatch,
     LLMSeg,
@@ -177,9 +180,11 @@ def bench_preset(preset: str, args: argparse.Namespace, scratch: Path, device: s
             "samples_per_s": round(batch / selector_only["step"], 1),
             "encode_s_per_question": round(selector_only["encode"], 4),
             "cache_kb_per_question": round(selector_only["bytes_per_question"] / 1024, 1),
+            "disk_cache_read_s_per_question": round(selector_only["read_back"], 5),
             "trainable_parameters": selector_only["parameters"],
         },
         "ratio_full_step_over_selector_only_step": round(loop["step"] / selector_only["step"], 1),
+        "ratio_encode_over_disk_cache_read": round(selector_only["encode"] / selector_only["read_back"], 1),
     }
     print(
         f"{preset} (batch {batch}): {result['samples_per_s']} samples/s, {result['samples_per_cpu_s']} per CPU second; "
@@ -198,7 +203,8 @@ def bench_preset(preset: str, args: argparse.Namespace, scratch: Path, device: s
     print(
         f"  selector only (trainable=selector, cached encoder outputs): {selector_only['step']:.4f} s/step, "
         f"{result['ratio_full_step_over_selector_only_step']}x faster; encoding once costs "
-        f"{selector_only['encode'] * 1000:.1f} ms per question"
+        f"{selector_only['encode'] * 1000:.1f} ms per question; reading it back from disk "
+        f"{selector_only['read_back'] * 1000:.2f} ms ({result['ratio_encode_over_disk_cache_read']}x less)"
     )
     return result
 
@@ -215,12 +221,24 @@ def selector_only_steps(
     start = time.perf_counter()
     cache = encode_questions(model, data, batch_size=32, workers=workers)
     encode = (time.perf_counter() - start) / len(data)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "train.features.pt"
+        inputs = [data.split, data.prepared, data.anchors]
+        key = fingerprint(model, inputs, 32)
+        if key is None:
+            raise RuntimeError("the questions have no files to fingerprint: no disk cache to time")
+        cache.save(path, key)
+        start = time.perf_counter()  # what a later run does: fingerprint its inputs, then load
+        if FeatureCache.load(path, fingerprint(model, inputs, 32) or "") is None:
+            raise RuntimeError("the disk cache did not read back")
+        read_back = (time.perf_counter() - start) / len(data)
     stream = (cache.batch(indices) for indices in micro_batch_indices(len(data), 0, batch, seed=0))
     timings = timed_steps(model, optimizer, stream, args)
     stored = sum(value.nbytes for entry in cache.entries for value in entry.values() if value is not None)
     return {
         **timings,
         "encode": encode,
+        "read_back": read_back,
         "bytes_per_question": stored / len(cache),
         "parameters": sum(p.numel() for p in parameters),
     }
